@@ -1,0 +1,111 @@
+"""Wire schema of protocol v1: frozen, validated JSON payloads (see docs/protocol.md).
+
+Payloads are validated strictly on receipt: unknown protocol versions, wrong types or oversize
+messages are rejected with a message, never crash the receiver.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def dumps(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class AudioRef(Wire):
+    url: str = Field(max_length=2000)
+    sha256: Sha256
+    duration_s: float = Field(gt=0)
+    format: Literal["mp3"] = "mp3"
+
+
+class CommandType(enum.StrEnum):
+    PLAY = "play"
+    STOP = "stop"
+
+
+class Command(Wire):
+    """Server → node. Never retained; ``id`` is unique and nodes deduplicate on it."""
+
+    v: Literal[1] = 1
+    id: Id
+    type: CommandType
+    broadcast_id: int | None = None
+    priority: Literal["normal", "priority", "emergency"] = "normal"
+    title: str = Field(default="", max_length=300)
+    issued_at: AwareDatetime
+    start_at: AwareDatetime | None = None
+    valid_until: AwareDatetime
+    audio: AudioRef | None = None
+
+
+class EventType(enum.StrEnum):
+    RECEIVED = "received"
+    READY = "ready"
+    STARTED = "started"
+    FINISHED = "finished"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class Event(Wire):
+    """Node → server, on ``evt/<node>``: one step of one command's execution on that node."""
+
+    v: Literal[1] = 1
+    node: Id
+    command_id: Id
+    broadcast_id: int | None = None
+    event: EventType
+    at: AwareDatetime
+    reason: str | None = Field(default=None, max_length=500)
+    played_s: float | None = Field(default=None, ge=0, le=86400)
+
+
+class NodeState(Wire):
+    """Node → server, retained on ``state/<node>``; the Last Will carries ``online: false``."""
+
+    v: Literal[1] = 1
+    node: Id
+    online: bool
+    session: int = Field(ge=0)
+    at: AwareDatetime | None = None
+
+
+W = TypeVar("W", bound=Wire)
+
+
+class BadMessage(ValueError):
+    pass
+
+
+def parse(model: type[W], raw: bytes) -> W:
+    """Decode and validate one payload; raise BadMessage with a short reason otherwise."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise BadMessage(f"payload too large ({len(raw)} bytes)")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadMessage(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadMessage("payload is not a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise BadMessage(f"{where}: {first['msg']}") from None
+
+

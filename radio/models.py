@@ -1,0 +1,263 @@
+"""The database tables: the single source of truth for the programme and what aired.
+
+zones ─< nodes            a TDP and its loudspeaker clusters
+segments ─< bulletins     chuyên mục and their text (or uploaded audio)
+slots ─< slot_items       a recurring programme slot and its ordered playlist
+      ─< slot_targets     the zones it plays on (none = the whole ward)
+broadcasts ─< deliveries  one occurrence of a slot (or an emergency) and each node's outcome
+commands                  the outbox: every MQTT command stored before it is published
+
+All instants are stored in UTC (naive in SQLite, converted back to aware UTC on load).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Time,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Stores aware datetimes as naive UTC; always returns aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use aware UTC datetimes")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Priority(enum.StrEnum):
+    """Thông tư 39/2020/TT-BTTTT: thông thường, ưu tiên, khẩn cấp."""
+
+    NORMAL = "normal"
+    PRIORITY = "priority"
+    EMERGENCY = "emergency"
+
+
+class BulletinStatus(enum.StrEnum):
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    APPROVED = "approved"
+
+
+class BroadcastStatus(enum.StrEnum):
+    PREPARING = "preparing"
+    ON_AIR = "on_air"
+    COMPLETED = "completed"  # every targeted node finished
+    PARTIAL = "partial"  # some nodes finished, some did not
+    FAILED = "failed"  # no node finished, or audio could not be made
+    NOT_AIRED = "not_aired"  # refused before sending (content not approved, no nodes)
+    MISSED = "missed"  # the service was down past the grace period
+
+
+class DeliveryState(enum.StrEnum):
+    ISSUED = "issued"
+    RECEIVED = "received"
+    READY = "ready"
+    PLAYING = "playing"
+    FINISHED = "finished"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    MISSED = "missed"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_DELIVERY_STATES
+
+
+FINAL_DELIVERY_STATES = frozenset(
+    {DeliveryState.FINISHED, DeliveryState.FAILED, DeliveryState.REJECTED, DeliveryState.EXPIRED,
+     DeliveryState.MISSED}
+)
+
+
+class Zone(Base):
+    __tablename__ = "zones"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    nodes: Mapped[list[Node]] = relationship(back_populates="zone", order_by="Node.id")
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    session: Mapped[int] = mapped_column(Integer, default=0)  # boot counter from the node's state
+    last_seen_at: Mapped[dt.datetime | None]
+    zone: Mapped[Zone] = relationship(back_populates="nodes")
+
+
+class Segment(Base):
+    __tablename__ = "segments"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class Bulletin(Base):
+    __tablename__ = "bulletins"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    segment_id: Mapped[str | None] = mapped_column(ForeignKey("segments.id"), index=True)
+    title: Mapped[str] = mapped_column(String(300))
+    text: Mapped[str | None] = mapped_column(Text)
+    audio_sha256: Mapped[str | None] = mapped_column(String(64))  # an uploaded recording instead of text
+    status: Mapped[str] = mapped_column(String(16), default=BulletinStatus.DRAFT)
+    engine: Mapped[str | None] = mapped_column(String(32))
+    voice: Mapped[str | None] = mapped_column(String(64))
+    rate: Mapped[int | None]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Slot(Base):
+    """A recurring programme slot; recurrence fields follow iCalendar RRULE semantics."""
+
+    __tablename__ = "slots"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    segment_id: Mapped[str | None] = mapped_column(ForeignKey("segments.id"), index=True)
+    start_time: Mapped[dt.time] = mapped_column(Time)  # wall-clock time in the site's zone
+    weekdays: Mapped[str] = mapped_column(String(40), default="")  # "mon,wed,fri"; empty = every day
+    interval_weeks: Mapped[int] = mapped_column(Integer, default=1)
+    dates: Mapped[list[Any]] = mapped_column(default=list)  # ISO dates: one-off occurrences
+    exclude_dates: Mapped[list[Any]] = mapped_column(default=list)
+    valid_from: Mapped[dt.date | None]
+    valid_until: Mapped[dt.date | None]
+    holidays: Mapped[str] = mapped_column(String(8), default="keep")  # keep | skip
+    priority: Mapped[str] = mapped_column(String(16), default=Priority.NORMAL)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    items: Mapped[list[SlotItem]] = relationship(
+        order_by="SlotItem.position", cascade="all, delete-orphan", back_populates="slot"
+    )
+    targets: Mapped[list[SlotTarget]] = relationship(cascade="all, delete-orphan", back_populates="slot")
+
+    @property
+    def zone_ids(self) -> list[str]:
+        return sorted(t.zone_id for t in self.targets)
+
+
+class SlotItem(Base):
+    __tablename__ = "slot_items"
+
+    slot_id: Mapped[str] = mapped_column(ForeignKey("slots.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bulletin_id: Mapped[str] = mapped_column(ForeignKey("bulletins.id"), index=True)
+    slot: Mapped[Slot] = relationship(back_populates="items")
+    bulletin: Mapped[Bulletin] = relationship()
+
+
+class SlotTarget(Base):
+    __tablename__ = "slot_targets"
+
+    slot_id: Mapped[str] = mapped_column(ForeignKey("slots.id", ondelete="CASCADE"), primary_key=True)
+    zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"), primary_key=True)
+    slot: Mapped[Slot] = relationship(back_populates="targets")
+
+
+class Broadcast(Base):
+    """One occurrence; ``occurrence_key`` is unique so nothing ever airs twice."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    occurrence_key: Mapped[str] = mapped_column(String(200), unique=True)
+    slot_id: Mapped[str | None] = mapped_column(ForeignKey("slots.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # scheduled | emergency | manual | demo
+    priority: Mapped[str] = mapped_column(String(16), default=Priority.NORMAL)
+    title: Mapped[str] = mapped_column(String(300))
+    text: Mapped[str | None] = mapped_column(Text)  # what was spoken, kept as evidence
+    scheduled_at: Mapped[dt.datetime] = mapped_column(index=True)
+    fired_at: Mapped[dt.datetime | None]
+    start_at: Mapped[dt.datetime | None]
+    completed_at: Mapped[dt.datetime | None]
+    status: Mapped[str] = mapped_column(String(16), default=BroadcastStatus.PREPARING)
+    reason: Mapped[str | None] = mapped_column(Text)
+    audio_sha256: Mapped[str | None] = mapped_column(String(64))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    engine: Mapped[str | None] = mapped_column(String(32))
+    deliveries: Mapped[list[Delivery]] = relationship(
+        back_populates="broadcast", order_by="Delivery.node_id", cascade="all, delete-orphan"
+    )
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("broadcast_id", "node_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    broadcast_id: Mapped[int] = mapped_column(ForeignKey("broadcasts.id", ondelete="CASCADE"), index=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    command_id: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.ISSUED)
+    reason: Mapped[str | None] = mapped_column(Text)
+    issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    received_at: Mapped[dt.datetime | None]
+    ready_at: Mapped[dt.datetime | None]
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    played_s: Mapped[float | None] = mapped_column(Float)
+    broadcast: Mapped[Broadcast] = relationship(back_populates="deliveries")
+
+
+class Command(Base):
+    """Outbox row: stored before publishing, so a crash between the two loses nothing."""
+
+    __tablename__ = "commands"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    broadcast_id: Mapped[int | None] = mapped_column(ForeignKey("broadcasts.id", ondelete="CASCADE"), index=True)
+    topic: Mapped[str] = mapped_column(String(300))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    valid_until: Mapped[dt.datetime]
+    published_at: Mapped[dt.datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)

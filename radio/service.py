@@ -1,0 +1,140 @@
+"""The running service: database, broker connection, recorder, scheduler and (for demos) simulated nodes.
+
+Started and stopped by the web app's lifespan; every component is stopped in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from radio.broadcast import Broadcaster, Plan
+from radio.db import make_engine, migrate, session_factory
+from radio.dispatch import topics
+from radio.dispatch.broker import EmbeddedBroker
+from radio.dispatch.mqtt import BrokerAddress, MqttClient
+from radio.logbook.recorder import Recorder
+from radio.models import Bulletin, BulletinStatus, Node, Priority, utcnow
+from radio.node.agent import NodeConfig
+from radio.node.simulator import Fleet
+from radio.schedule.loader import load_programme
+from radio.schedule.runner import SlotRunner
+from radio.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(self, settings: Settings, *, programme: Path | None = None, simulate: bool = False,
+                 demo: bool = False) -> None:
+        self.settings = settings
+        self.programme = programme
+        self.simulate = simulate
+        self.demo = demo
+        self.engine: Engine = make_engine(settings.db_url)
+        self.factory: sessionmaker[Session] = session_factory(self.engine)
+        self.broker: EmbeddedBroker | None = None
+        self.mqtt: MqttClient | None = None
+        self.recorder = Recorder(self.factory, settings.broadcast_timeout_s)
+        self.broadcaster: Broadcaster | None = None
+        self.runner: SlotRunner | None = None
+        self.fleet: Fleet | None = None
+        self._stack = ExitStack()
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _start(self) -> None:
+        s = self.settings
+        s.audio_dir.mkdir(parents=True, exist_ok=True)
+        migrate(self.engine)
+        self._stack.callback(self.engine.dispose)
+        if self.programme is not None:
+            report = load_programme(self.programme, self.factory)
+            log.info("Đã nạp chương trình %s: %s", self.programme, report)
+        if s.mqtt_url:
+            address = BrokerAddress.parse(s.mqtt_url)
+        else:
+            self.broker = EmbeddedBroker(s.embedded_mqtt_host, s.embedded_mqtt_port)
+            self.broker.start()
+            self._stack.callback(self.broker.stop)
+            address = BrokerAddress.parse(self.broker.url)
+        self.recorder.start()
+        self._stack.callback(self.recorder.stop)
+        self.mqtt = MqttClient(address, f"radio-service-{s.site_id}", on_message=self.recorder.submit,
+                               subscriptions=topics.service_subscriptions(s.site_id))
+        self.mqtt.connect(s.mqtt_connect_timeout_s)
+        self._stack.callback(self.mqtt.close)
+        self.broadcaster = Broadcaster(s, self.factory, self.mqtt)
+        self.runner = SlotRunner(s, self.factory, self.broadcaster)
+        self.runner.start()
+        self._stack.callback(self.runner.stop)
+        if self.simulate:
+            self._start_fleet(address)
+        if self.demo:
+            at = utcnow() + dt.timedelta(seconds=s.demo_delay_s)
+            self.runner.scheduler.add_job(self.air_demo, "date", run_date=at, id="demo", replace_existing=True)
+            log.info("Bản tin trình diễn sẽ phát lúc %s", at.astimezone(s.tz).strftime("%H:%M:%S"))
+
+    def stop(self) -> None:
+        self._stack.close()
+
+    def air_demo(self) -> int | None:
+        """Air the first approved bulletin on the whole ward, so a newcomer sees the path work."""
+        assert self.broadcaster is not None
+        with self.factory() as session:
+            bulletin = session.scalars(
+                select(Bulletin).where(Bulletin.status == BulletinStatus.APPROVED, Bulletin.text.is_not(None))
+                .order_by(Bulletin.id)
+            ).first()
+        if bulletin is None:
+            log.warning("no approved bulletin to demonstrate")
+            return None
+        now = utcnow()
+        return self.broadcaster.air(Plan(
+            occurrence_key=f"demo:{now:%Y%m%dT%H%M%S.%f}", kind="demo", title=f"Trình diễn: {bulletin.title}",
+            priority=Priority.NORMAL, scheduled_at=now, bulletins=[bulletin], zone_ids=[],
+        ))
+
+    def _start_fleet(self, address: BrokerAddress) -> None:
+        """One simulated node per registered loudspeaker cluster, on its own event loop thread."""
+        s = self.settings
+        with self.factory() as session:
+            nodes = list(session.scalars(select(Node).order_by(Node.id)))
+        configs = [NodeConfig(node_id=n.id, zone_id=n.zone_id, site=s.site_id, broker=address,
+                              cache_dir=s.data_dir / "node-cache" / n.id) for n in nodes]
+        self.fleet = Fleet(configs)
+        loop = asyncio.new_event_loop()
+        task: asyncio.Future[None] = asyncio.Future(loop=loop)
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            nonlocal task
+            task = loop.create_task(self.fleet.run())  # type: ignore[union-attr]
+            try:
+                loop.run_until_complete(task)
+            except asyncio.CancelledError:
+                pass
+            finally:
+                loop.close()
+
+        thread = threading.Thread(target=run, name="fleet", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            loop.call_soon_threadsafe(task.cancel)
+            thread.join(timeout=10)
+
+        self._stack.callback(stop)
+        log.info("Đã khởi động %d cụm loa mô phỏng", len(configs))
