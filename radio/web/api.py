@@ -1,0 +1,55 @@
+"""JSON API v1: zones, nodes, slots, upcoming occurrences, broadcasts with per-node deliveries."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from radio.errors import NotFound
+from radio.models import Broadcast, Node, utcnow
+from radio.web import queries
+from radio.web.deps import SessionDep, SettingsDep
+from radio.web.schemas import BroadcastDetail, BroadcastOut, NodeOut, OccurrenceOut, SlotOut, ZoneOut
+
+router = APIRouter(prefix="/api/v1", tags=["v1"])
+
+
+@router.get("/zones", response_model=list[ZoneOut])
+def list_zones(session: SessionDep) -> list[ZoneOut]:
+    return [ZoneOut.model_validate(z) for z in queries.zones(session)]
+
+
+@router.get("/nodes", response_model=list[NodeOut])
+def list_nodes(session: SessionDep) -> list[NodeOut]:
+    return [NodeOut.model_validate(n) for n in session.scalars(select(Node).order_by(Node.id))]
+
+
+@router.get("/slots", response_model=list[SlotOut])
+def list_slots(session: SessionDep) -> list[SlotOut]:
+    return [queries.slot_out(s) for s in queries.slots(session)]
+
+
+@router.get("/occurrences", response_model=list[OccurrenceOut])
+def upcoming(session: SessionDep, settings: SettingsDep,
+             days: Annotated[int, Query(ge=1, le=62)] = 7,
+             zone: Annotated[str | None, Query(max_length=64)] = None) -> list[OccurrenceOut]:
+    return queries.upcoming(session, settings.tz, utcnow(), days, zone)
+
+
+@router.get("/broadcasts", response_model=list[BroadcastOut])
+def list_broadcasts(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                    offset: Annotated[int, Query(ge=0)] = 0) -> list[BroadcastOut]:
+    return [BroadcastOut.model_validate(b) for b in queries.broadcasts(session, limit, offset)]
+
+
+@router.get("/broadcasts/{broadcast_id}", response_model=BroadcastDetail)
+def get_broadcast(broadcast_id: int, session: SessionDep) -> BroadcastDetail:
+    row = session.scalars(
+        select(Broadcast).options(selectinload(Broadcast.deliveries)).where(Broadcast.id == broadcast_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound("broadcast", broadcast_id)
+    return BroadcastDetail.model_validate(row)

@@ -1,0 +1,53 @@
+"""Read-side queries shared by the API, the pages and the CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from radio.models import Broadcast, Slot, Zone
+from radio.schedule.recurrence import SlotRule, occurrences
+from radio.web.schemas import OccurrenceOut, SlotOut
+
+
+def zones(session: Session) -> list[Zone]:
+    return list(session.scalars(select(Zone).options(selectinload(Zone.nodes)).order_by(Zone.id)))
+
+
+def slot_out(slot: Slot) -> SlotOut:
+    return SlotOut.model_validate({
+        **{c: getattr(slot, c) for c in SlotOut.model_fields if hasattr(slot, c)},
+        "bulletin_ids": [item.bulletin_id for item in slot.items],
+    })
+
+
+def slots(session: Session) -> list[Slot]:
+    return list(session.scalars(
+        select(Slot).options(selectinload(Slot.items), selectinload(Slot.targets)).order_by(Slot.start_time, Slot.id)
+    ))
+
+
+def upcoming(session: Session, tz: dt.tzinfo, start: dt.datetime, days: int,
+             zone: str | None = None) -> list[OccurrenceOut]:
+    """Occurrences of enabled slots in [start, start + days), optionally only those playing on one zone."""
+    end = start + dt.timedelta(days=days)
+    result: list[OccurrenceOut] = []
+    for slot in slots(session):
+        if not slot.enabled or (zone and slot.zone_ids and zone not in slot.zone_ids):
+            continue
+        for at in occurrences(SlotRule.from_slot(slot), start, end, tz):  # type: ignore[arg-type]
+            result.append(OccurrenceOut(
+                slot_id=slot.id, slot_name=slot.name, at=at, local_time=at.astimezone(tz).strftime("%a %d/%m %H:%M"),
+                zone_ids=slot.zone_ids, bulletins=[i.bulletin_id for i in slot.items],
+            ))
+    result.sort(key=lambda o: (o.at, o.slot_id))
+    return result
+
+
+def broadcasts(session: Session, limit: int = 50, offset: int = 0) -> list[Broadcast]:
+    return list(session.scalars(
+        select(Broadcast).options(selectinload(Broadcast.deliveries))
+        .order_by(Broadcast.scheduled_at.desc(), Broadcast.id.desc()).limit(limit).offset(offset)
+    ))
