@@ -22,6 +22,7 @@ from radio.dispatch import topics
 from radio.dispatch.messages import AudioRef, CommandType
 from radio.dispatch.messages import Command as CommandMsg
 from radio.dispatch.mqtt import MqttClient
+from radio.logbook.labels import BROADCAST_VI
 from radio.models import (
     Broadcast,
     BroadcastStatus,
@@ -208,6 +209,6 @@ def settle(session: Session, broadcast: Broadcast, now: dt.datetime, timeout_s: 
         broadcast.status = BroadcastStatus.FAILED
         broadcast.reason = "không cụm loa nào phát xong"
     broadcast.completed_at = now
-    log.info("Kết thúc «%s»: %s (%d/%d cụm loa phát xong)", broadcast.title, broadcast.status, finished,
+    log.info("Kết thúc «%s»: %s (%d/%d cụm loa phát xong)", broadcast.title, BROADCAST_VI[broadcast.status], finished,
              len(deliveries))
     return True

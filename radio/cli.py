@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -18,10 +19,22 @@ DEMO_PROGRAMME = REPO_ROOT / "schedules" / "tho-xuong-2024.yaml"
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("amqtt", "transitions", "apscheduler", "httpx", "uvicorn.access"):
+class LocalTimeFormatter(logging.Formatter):
+    """Console times in the site's zone (Asia/Ho_Chi_Minh), whatever the server's own zone is."""
+
+    def __init__(self, tz: dt.tzinfo) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(message)s")
+        self.tz = tz
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return dt.datetime.fromtimestamp(record.created, self.tz).strftime("%H:%M:%S")
+
+
+def setup_logging(verbose: bool, tz: dt.tzinfo) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(LocalTimeFormatter(tz))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    for noisy in ("amqtt", "transitions", "apscheduler", "httpx", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -215,7 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
     try:
         settings = load_settings()
     except ValidationError as exc:
@@ -223,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             field = "RADIO_" + "_".join(str(p) for p in err["loc"]).upper()
             print(f"Lỗi cấu hình {field}: {err['msg']}", file=sys.stderr)
         return 2
+    setup_logging(args.verbose, settings.tz)
     try:
         handler: Handler = args.handler
         return handler(args, settings)

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -130,7 +131,7 @@ class Node(Base):
     zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     online: Mapped[bool] = mapped_column(Boolean, default=False)
-    session: Mapped[int] = mapped_column(Integer, default=0)  # boot counter from the node's state
+    session: Mapped[int] = mapped_column(BigInteger, default=0)  # boot counter from the node's state
     last_seen_at: Mapped[dt.datetime | None]
     zone: Mapped[Zone] = relationship(back_populates="nodes")
 

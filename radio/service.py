@@ -12,7 +12,7 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from radio.broadcast import Broadcaster, Plan
@@ -91,12 +91,12 @@ class Service:
         self._stack.close()
 
     def air_demo(self) -> int | None:
-        """Air the first approved bulletin on the whole ward, so a newcomer sees the path work."""
+        """Air the shortest approved bulletin on the whole ward, so a newcomer sees the path work in seconds."""
         assert self.broadcaster is not None
         with self.factory() as session:
             bulletin = session.scalars(
                 select(Bulletin).where(Bulletin.status == BulletinStatus.APPROVED, Bulletin.text.is_not(None))
-                .order_by(Bulletin.id)
+                .order_by(func.length(Bulletin.text), Bulletin.id)
             ).first()
         if bulletin is None:
             log.warning("no approved bulletin to demonstrate")

@@ -73,6 +73,17 @@ class EmbeddedBroker:
             return
         self._ready.set()
         loop.run_forever()
+        # amqtt 0.12 leaves client connections open after shutdown: cancel their tasks and close their
+        # transports (the selector loop's own registry) so no socket outlives the broker.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        for transport in list(getattr(loop, "_transports", {}).values()):
+            if transport is not None and not transport.is_closing():
+                transport.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
 

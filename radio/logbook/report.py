@@ -6,20 +6,15 @@ import datetime as dt
 
 from sqlalchemy.orm import Session
 
+from radio.logbook.labels import BROADCAST_VI, DELIVERY_VI
 from radio.web.queries import broadcasts
-from radio.web.pages import STATUS_VI
-
-DELIVERY_VI = {
-    "issued": "đã gửi", "received": "đã nhận", "ready": "sẵn sàng", "playing": "đang phát", "finished": "phát xong",
-    "failed": "lỗi", "rejected": "từ chối", "expired": "hết hạn", "missed": "bị lỡ",
-}
 
 
 def as_run_table(session: Session, tz: dt.tzinfo, limit: int = 30) -> str:
     rows = [("Giờ phát", "Nội dung", "Trạng thái", "Cụm loa", "Kết quả", "Bắt đầu", "Đã phát (giây)")]
     for b in broadcasts(session, limit=limit):
         head = (b.scheduled_at.astimezone(tz).strftime("%d/%m/%Y %H:%M:%S"), b.title[:40],
-                STATUS_VI.get(b.status, b.status) + (f" ({b.reason})" if b.reason else ""))
+                BROADCAST_VI.get(b.status, b.status) + (f" ({b.reason})" if b.reason else ""))
         if not b.deliveries:
             rows.append((*head, "", "", "", ""))
         for i, d in enumerate(b.deliveries):

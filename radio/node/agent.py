@@ -47,6 +47,12 @@ class NodeAgent:
         self._tasks: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
 
+    async def close(self) -> None:
+        """Cancel commands in flight (used when the agent is being shut down)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
     # time ----------------------------------------------------------------------------------------
     def now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC)

@@ -32,6 +32,7 @@ class Fleet:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*(a.close() for a in self.agents))
 
     async def wait_connected(self, timeout_s: float) -> None:
         async def all_connected() -> None:

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
+from radio.logbook.labels import BROADCAST_VI
 from radio.models import Delivery, DeliveryState
 from radio.web import queries
 from radio.web.deps import SessionDep, SettingsDep
@@ -16,10 +17,6 @@ from radio.web.deps import SessionDep, SettingsDep
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
-STATUS_VI = {
-    "preparing": "đang chuẩn bị", "on_air": "đang phát", "completed": "đã phát xong", "partial": "phát một phần",
-    "failed": "lỗi", "not_aired": "không phát", "missed": "bị lỡ",
-}
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -31,5 +28,5 @@ def home(request: Request, session: SessionDep, settings: SettingsDep) -> HTMLRe
         .where(Delivery.broadcast_id.in_([b.id for b in recent])).group_by(Delivery.broadcast_id)
     ).all())
     return templates.TemplateResponse(request, "home.html", {
-        "zones": zones, "broadcasts": recent, "finished": finished, "tz": settings.tz, "status_vi": STATUS_VI,
+        "zones": zones, "broadcasts": recent, "finished": finished, "tz": settings.tz, "status_vi": BROADCAST_VI,
     })

@@ -4,10 +4,10 @@ Revision ID: 0001
 Revises: 
 Create Date: 2026-11-27 08:40:33.261727
 """
-from alembic import op
 import sqlalchemy as sa
-import radio.models
+from alembic import op
 
+import radio.models
 
 revision = '0001'
 down_revision = None
@@ -49,7 +49,7 @@ def upgrade() -> None:
     sa.Column('zone_id', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('online', sa.Boolean(), nullable=False),
-    sa.Column('session', sa.Integer(), nullable=False),
+    sa.Column('session', sa.BigInteger(), nullable=False),
     sa.Column('last_seen_at', radio.models.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['zone_id'], ['zones.id'], name=op.f('fk_nodes_zone_id_zones')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_nodes'))
