@@ -31,9 +31,20 @@ class AudioRef(Wire):
     format: Literal["mp3"] = "mp3"
 
 
+class StreamRef(Wire):
+    """A live stream to relay (tiếp âm Đài thành phố) for a set duration."""
+
+    url: str = Field(max_length=2000, pattern=r"^https?://")
+    duration_s: float = Field(gt=0, le=6 * 3600)
+
+
 class CommandType(enum.StrEnum):
-    PLAY = "play"
-    STOP = "stop"
+    PLAY = "play"  # play ``audio`` at ``start_at``
+    RELAY = "relay"  # relay ``stream`` from ``start_at`` for its duration
+    STOP = "stop"  # stop whatever plays
+    VOLUME = "volume"  # set ``volume`` (0–100)
+    SYNC = "sync"  # estimate the clock offset now
+    ANNOUNCE = "announce"  # re-publish state
 
 
 class Command(Wire):
@@ -49,6 +60,8 @@ class Command(Wire):
     start_at: AwareDatetime | None = None
     valid_until: AwareDatetime
     audio: AudioRef | None = None
+    stream: StreamRef | None = None
+    volume: int | None = Field(default=None, ge=0, le=100)
 
 
 class EventType(enum.StrEnum):
