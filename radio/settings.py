@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     max_bulletin_chars: int = Field(default=20000, ge=100, le=200000)
 
     # Scheduling and delivery
+    schedule_sync_s: float = Field(default=20.0, ge=0.2, le=3600,
+                                   description="how often the scheduler re-reads slots changed in the database")
     misfire_grace_s: int = Field(default=300, ge=1, le=86400)
     command_lead_s: float = Field(default=3.0, ge=0, le=120, description="start_at = publish + lead")
     command_validity_s: int = Field(default=600, ge=10, le=86400)

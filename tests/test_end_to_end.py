@@ -5,9 +5,11 @@ Runs on every combination of database (SQLite, PostgreSQL) and broker (embedded 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
@@ -21,6 +23,7 @@ from radio.dispatch.mqtt import BrokerAddress
 from radio.errors import ServiceUnavailable
 from radio.logbook.report import as_run_table
 from radio.models import Broadcast, BroadcastStatus, Delivery, DeliveryState, Node, Slot, utcnow
+from radio.schedule.loader import load_programme
 from radio.service import Service
 from radio.settings import Settings
 from radio.sound.ffmpeg import probe_duration
@@ -49,7 +52,8 @@ def _start_demo(make_settings: Callable[..., Settings], start_service: Callable[
 def _wait_settled(service: Service, broadcast_id: int, timeout: float = 90) -> Broadcast:
     def settled() -> bool:
         with service.factory() as session:
-            return session.get_one(Broadcast, broadcast_id).status != BroadcastStatus.ON_AIR
+            return session.get_one(Broadcast, broadcast_id).status not in (BroadcastStatus.PREPARING,
+                                                                           BroadcastStatus.ON_AIR)
 
     wait_for(settled, timeout, f"broadcast {broadcast_id} to settle")
     with service.factory() as session:
@@ -87,7 +91,7 @@ def test_slot_fired_now_plays_on_every_targeted_node(
         assert d.received_at and d.ready_at and d.started_at and d.finished_at
         assert d.received_at <= d.ready_at <= d.started_at <= d.finished_at
         assert d.played_s == pytest.approx(measured, abs=0.3)
-        assert d.started_at >= broadcast.start_at - __import__("datetime").timedelta(milliseconds=50)
+        assert d.started_at >= broadcast.start_at - dt.timedelta(milliseconds=50)
 
     # The same occurrence can never air twice.
     assert service.broadcaster.fire_slot(SHORT_SLOT, at) is None
@@ -192,3 +196,38 @@ def test_unreachable_broker_is_a_clear_error(make_settings: Callable[..., Settin
     service = Service(make_settings(mqtt_url=f"mqtt://127.0.0.1:{port}", mqtt_connect_timeout_s=2))
     with pytest.raises(ServiceUnavailable, match=f"127.0.0.1:{port}"):
         service.start()
+
+
+@pytest.mark.slow
+def test_scheduler_fires_a_slot_added_by_the_cli_while_running(
+    tmp_path: Path, make_settings: Callable[..., Settings],
+    start_service: Callable[[Service], Running],
+) -> None:
+    """A slot loaded from the CLI into the running service's database fires on time through APScheduler."""
+    service = _start_demo(make_settings, start_service, schedule_sync_s=0.5)
+    tz = service.settings.tz
+    at = (utcnow() + dt.timedelta(seconds=4)).replace(microsecond=0)
+    local = at.astimezone(tz)
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(
+        "zones:\n  - id: tdp-1\n    name: Tổ dân phố số 1\n    nodes:\n"
+        "      - {id: loa-tdp1-a, name: Cụm loa Nhà văn hóa TDP 1}\n"
+        "bulletins:\n  - id: thu-nghiem\n    title: Thử nghiệm\n    approved: true\n"
+        "    text: Đây là bản tin thử nghiệm của đài truyền thanh phường.\n"
+        f"slots:\n  - id: thu-nghiem\n    name: Thử nghiệm\n    time: \"{local:%H:%M:%S}\"\n"
+        f"    dates: [{local:%Y-%m-%d}]\n    zones: [tdp-1]\n    play: [thu-nghiem]\n",
+        encoding="utf-8",
+    )
+    load_programme(extra, service.factory)  # what `radio schedule load` does, on the same database
+
+    def fired() -> bool:
+        with service.factory() as session:
+            return session.scalar(select(Broadcast.id).where(Broadcast.slot_id == "thu-nghiem")) is not None
+
+    wait_for(fired, 30, "the scheduler to fire the new slot")
+    with service.factory() as session:
+        row = session.scalars(select(Broadcast).where(Broadcast.slot_id == "thu-nghiem")).one()
+        assert row.scheduled_at == at
+        assert row.fired_at is not None and (row.fired_at - at).total_seconds() < 2
+        broadcast_id = row.id
+    assert _wait_settled(service, broadcast_id).status == BroadcastStatus.COMPLETED

@@ -93,6 +93,7 @@ class MqttClient:
         return info
 
     def close(self) -> None:
+        self._connected.clear()  # a deliberate disconnect is not "lost"
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()

@@ -22,7 +22,6 @@ from radio.schedule.recurrence import SlotRule, next_occurrence
 from radio.settings import Settings
 
 log = logging.getLogger(__name__)
-SYNC_INTERVAL_S = 20
 SETTLE_INTERVAL_S = 2
 
 
@@ -39,7 +38,8 @@ class SlotRunner:
     def start(self) -> None:
         self.scheduler.start()
         self.sync()
-        self.scheduler.add_job(self.sync, "interval", seconds=SYNC_INTERVAL_S, id="sync", replace_existing=True)
+        self.scheduler.add_job(self.sync, "interval", seconds=self.settings.schedule_sync_s, id="sync",
+                               replace_existing=True)
         self.scheduler.add_job(settle_due, "interval", seconds=SETTLE_INTERVAL_S, id="settle",
                                args=(self.factory, self.settings.broadcast_timeout_s), replace_existing=True)
 
