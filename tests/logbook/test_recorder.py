@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,8 +18,8 @@ SITE = "tx"
 
 
 @pytest.fixture
-def factory(tmp_path: Path) -> sessionmaker[Session]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(db_url)
     migrate(engine)
     factory = session_factory(engine)
     with transaction(factory) as s:
@@ -33,7 +33,8 @@ def factory(tmp_path: Path) -> sessionmaker[Session]:
         s.flush()
         s.add_all([Delivery(broadcast_id=b.id, node_id="n1", command_id="c1"),
                    Delivery(broadcast_id=b.id, node_id="n2", command_id="c1")])
-    return factory
+    yield factory
+    engine.dispose()
 
 
 def event(node: str, kind: str, at: dt.datetime | None = None, **extra: object) -> tuple[str, bytes]:

@@ -57,8 +57,9 @@ slots:
 
 
 @pytest.fixture
-def factory(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'radio.db'}")
+def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
+    """The storage suite runs on SQLite and on a fresh PostgreSQL database."""
+    engine = make_engine(db_url)
     migrate(engine)
     yield session_factory(engine)
     engine.dispose()
