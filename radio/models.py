@@ -156,6 +156,10 @@ class Bulletin(Base):
     voice: Mapped[str | None] = mapped_column(String(64))
     rate: Mapped[int | None]
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    submitted_at: Mapped[dt.datetime | None]
+    approved_by: Mapped[str | None] = mapped_column(String(100))
+    approved_at: Mapped[dt.datetime | None]
+    review_comment: Mapped[str | None] = mapped_column(Text)  # why the approver returned it
 
 
 class Slot(Base):
@@ -176,24 +180,87 @@ class Slot(Base):
     holidays: Mapped[str] = mapped_column(String(8), default="keep")  # keep | skip
     priority: Mapped[str] = mapped_column(String(16), default=Priority.NORMAL)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    duration_s: Mapped[float | None] = mapped_column(Float)  # planned length; None = estimated from content
     items: Mapped[list[SlotItem]] = relationship(
         order_by="SlotItem.position", cascade="all, delete-orphan", back_populates="slot"
     )
     targets: Mapped[list[SlotTarget]] = relationship(cascade="all, delete-orphan", back_populates="slot")
+    group_targets: Mapped[list[SlotGroupTarget]] = relationship(cascade="all, delete-orphan")
 
     @property
     def zone_ids(self) -> list[str]:
         return sorted(t.zone_id for t in self.targets)
 
+    @property
+    def group_ids(self) -> list[str]:
+        return sorted(t.group_id for t in self.group_targets)
+
+    @property
+    def whole_ward(self) -> bool:
+        return not self.targets and not self.group_targets
+
+
+class ItemKind(enum.StrEnum):
+    BULLETIN = "bulletin"  # a bulletin: its text spoken, or its uploaded recording
+    AUDIO = "audio"  # an uploaded audio asset (jingle, recorded announcement, music)
+    RELAY = "relay"  # a live stream relayed for a set duration (tiếp âm Đài thành phố)
+
 
 class SlotItem(Base):
+    """One entry of a slot's ordered playlist; exactly one of bulletin / asset / relay is set."""
+
     __tablename__ = "slot_items"
 
     slot_id: Mapped[str] = mapped_column(ForeignKey("slots.id", ondelete="CASCADE"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
-    bulletin_id: Mapped[str] = mapped_column(ForeignKey("bulletins.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default=ItemKind.BULLETIN)
+    bulletin_id: Mapped[str | None] = mapped_column(ForeignKey("bulletins.id"), index=True)
+    asset_id: Mapped[str | None] = mapped_column(ForeignKey("audio_assets.id"), index=True)
+    relay_url: Mapped[str | None] = mapped_column(String(2000))
+    relay_s: Mapped[float | None] = mapped_column(Float)
     slot: Mapped[Slot] = relationship(back_populates="items")
-    bulletin: Mapped[Bulletin] = relationship()
+    bulletin: Mapped[Bulletin | None] = relationship()
+    asset: Mapped[AudioAsset | None] = relationship()
+
+
+class AudioAsset(Base):
+    """An uploaded audio file (accepted by content), stored content-addressed."""
+
+    __tablename__ = "audio_assets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str] = mapped_column(String(64))
+    duration_s: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class NodeGroup(Base):
+    """A named group of loudspeaker clusters across zones (e.g. "loa chợ", "loa trường học")."""
+
+    __tablename__ = "node_groups"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    members: Mapped[list[NodeGroupMember]] = relationship(cascade="all, delete-orphan")
+
+    @property
+    def node_ids(self) -> list[str]:
+        return sorted(m.node_id for m in self.members)
+
+
+class NodeGroupMember(Base):
+    __tablename__ = "node_group_members"
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("node_groups.id", ondelete="CASCADE"), primary_key=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+
+
+class SlotGroupTarget(Base):
+    __tablename__ = "slot_group_targets"
+
+    slot_id: Mapped[str] = mapped_column(ForeignKey("slots.id", ondelete="CASCADE"), primary_key=True)
+    group_id: Mapped[str] = mapped_column(ForeignKey("node_groups.id"), primary_key=True)
 
 
 class SlotTarget(Base):
@@ -225,6 +292,8 @@ class Broadcast(Base):
     audio_sha256: Mapped[str | None] = mapped_column(String(64))
     duration_s: Mapped[float | None] = mapped_column(Float)
     engine: Mapped[str | None] = mapped_column(String(32))
+    valid_until: Mapped[dt.datetime | None]
+    external_id: Mapped[str | None] = mapped_column(String(300), index=True)  # e.g. a CAP alert identifier
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="broadcast", order_by="Delivery.node_id", cascade="all, delete-orphan"
     )
@@ -232,11 +301,12 @@ class Broadcast(Base):
 
 class Delivery(Base):
     __tablename__ = "deliveries"
-    __table_args__ = (UniqueConstraint("broadcast_id", "node_id"),)
+    __table_args__ = (UniqueConstraint("broadcast_id", "node_id", "part", name="uq_deliveries_part"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     broadcast_id: Mapped[int] = mapped_column(ForeignKey("broadcasts.id", ondelete="CASCADE"), index=True)
     node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    part: Mapped[int] = mapped_column(Integer, default=0)  # playlist part: recorded audio, then each relay
     command_id: Mapped[str] = mapped_column(String(64), index=True)
     state: Mapped[str] = mapped_column(String(16), default=DeliveryState.ISSUED)
     reason: Mapped[str | None] = mapped_column(Text)
@@ -262,3 +332,25 @@ class Command(Base):
     valid_until: Mapped[dt.datetime]
     published_at: Mapped[dt.datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Alert(Base):
+    """Something an officer must see: content not approved at air time, a failed slot, a silent node."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    broadcast_id: Mapped[int | None] = mapped_column(ForeignKey("broadcasts.id", ondelete="SET NULL"))
+    resolved: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ServiceMark(Base):
+    """Small key/value facts the service keeps, e.g. when the scheduler last ran (to record misses)."""
+
+    __tablename__ = "service_marks"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[dt.datetime]

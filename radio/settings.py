@@ -56,6 +56,13 @@ class Settings(BaseSettings):
                                        description="extra wait after the audio's end before open deliveries count as lost")
     mqtt_connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
 
+    # Programme rules (non-emergency slots must respect them)
+    quiet_hours: str = Field(default="21:30-06:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$",
+                             description="no non-emergency broadcast in this local window (HH:MM-HH:MM)")
+    session_max_minutes: float = Field(default=30, gt=0, le=240, description="longest allowed session")
+    sessions_per_day: int = Field(default=6, ge=1, le=48, description="most sessions per zone per local day")
+    site_name: str = Field(default="Phường Thọ Xương", max_length=200)
+
     # Demo
     demo_delay_s: float = Field(default=15.0, ge=1, le=600, description="demo broadcast fires this long after start")
 
