@@ -1,7 +1,11 @@
-"""One occurrence end to end: claim it → prepare audio → store commands → publish → settle.
+"""One occurrence end to end: claim it → check content → prepare audio → store commands → publish.
 
 The occurrence key is unique in the database, so a double trigger, a restart or a second service
 instance can never air the same occurrence twice: whoever inserts the row first owns it.
+
+A playlist becomes *parts*: consecutive recorded items (spoken bulletins, uploaded recordings,
+jingles) are joined into one audio file; each relay (tiếp âm) is a part of its own, started when the
+previous part ends. Every targeted node gets one command per part, and one delivery row per part.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import json
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -19,11 +23,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radio.db import transaction
 from radio.dispatch import topics
-from radio.dispatch.messages import AudioRef, CommandType
+from radio.dispatch.messages import AudioRef, CommandType, StreamRef
 from radio.dispatch.messages import Command as CommandMsg
 from radio.dispatch.mqtt import MqttClient
 from radio.logbook.labels import BROADCAST_VI
 from radio.models import (
+    Alert,
+    AudioAsset,
     Broadcast,
     BroadcastStatus,
     Bulletin,
@@ -31,14 +37,31 @@ from radio.models import (
     Command,
     Delivery,
     DeliveryState,
+    ItemKind,
     Node,
+    NodeGroupMember,
+    Priority,
     Slot,
     utcnow,
 )
 from radio.settings import Settings
-from radio.speech.prepare import prepare_speech
+from radio.sound.compose import compose
+from radio.sound.store import AudioStore
+from radio.speech.prepare import PreparedAudio, SpeechPart, prepare_playlist
 
 log = logging.getLogger(__name__)
+PRIORITY_RANK = {Priority.NORMAL: 0, Priority.PRIORITY: 1, Priority.EMERGENCY: 2}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Item:
+    """One playlist entry, detached from the database session."""
+
+    kind: str
+    bulletin: Bulletin | None = None
+    asset: AudioAsset | None = None
+    relay_url: str | None = None
+    relay_s: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,9 +73,29 @@ class Plan:
     title: str
     priority: str
     scheduled_at: dt.datetime
-    bulletins: Sequence[Bulletin]
-    zone_ids: Sequence[str]  # empty = the whole ward
+    items: Sequence[Item]
+    zone_ids: Sequence[str] = ()  # zones and groups both empty = the whole ward
+    group_ids: Sequence[str] = ()
     slot_id: str | None = None
+    external_id: str | None = None
+    valid_until: dt.datetime | None = None
+
+    @classmethod
+    def of_bulletins(cls, bulletins: Sequence[Bulletin], **kw: object) -> Plan:
+        return cls(items=[Item(kind=ItemKind.BULLETIN, bulletin=b) for b in bulletins], **kw)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Part:
+    """A command's worth of a playlist: recorded audio, or a relay."""
+
+    audio: PreparedAudio | None = None
+    stream: StreamRef | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.duration_s if self.audio else self.stream.duration_s  # type: ignore[union-attr]
 
 
 class Broadcaster:
@@ -60,6 +103,7 @@ class Broadcaster:
         self.settings = settings
         self.factory = factory
         self.mqtt = mqtt
+        self.store = AudioStore(settings.audio_dir)
 
     # entry points --------------------------------------------------------------------------------
     def fire_slot(self, slot_id: str, scheduled_at: dt.datetime) -> int | None:
@@ -69,10 +113,12 @@ class Broadcaster:
             if slot is None or not slot.enabled:
                 log.info("slot %s no longer exists or is disabled; occurrence skipped", slot_id)
                 return None
+            items = [Item(kind=i.kind, bulletin=i.bulletin, asset=i.asset, relay_url=i.relay_url, relay_s=i.relay_s)
+                     for i in slot.items]
             plan = Plan(
                 occurrence_key=occurrence_key(slot_id, scheduled_at), kind="scheduled", title=slot.name,
-                priority=slot.priority, scheduled_at=scheduled_at,
-                bulletins=[item.bulletin for item in slot.items], zone_ids=slot.zone_ids, slot_id=slot.id,
+                priority=slot.priority, scheduled_at=scheduled_at, items=items, zone_ids=slot.zone_ids,
+                group_ids=slot.group_ids, slot_id=slot.id,
             )
         return self.air(plan)
 
@@ -81,33 +127,30 @@ class Broadcaster:
         if broadcast_id is None:
             log.info("occurrence %s already handled; not airing it again", plan.occurrence_key)
             return None
-        now = utcnow()
-        late = (now - plan.scheduled_at).total_seconds()
+        late = (utcnow() - plan.scheduled_at).total_seconds()
         if late > self.settings.misfire_grace_s:
             self._close(broadcast_id, BroadcastStatus.MISSED,
-                        f"dịch vụ không chạy lúc {plan.scheduled_at:%H:%M} UTC, trễ {late:.0f} giây")
+                        f"quá hạn {late:.0f} giây khi dịch vụ kích hoạt (giới hạn {self.settings.misfire_grace_s} giây)",
+                        alert="missed")
             return broadcast_id
-        unapproved = [b.id for b in plan.bulletins if b.status != BulletinStatus.APPROVED]
+        bulletins = [i.bulletin for i in plan.items if i.bulletin is not None]
+        unapproved = [b.id for b in bulletins if b.status != BulletinStatus.APPROVED]
         if unapproved:
             self._close(broadcast_id, BroadcastStatus.NOT_AIRED,
-                        "nội dung chưa được phê duyệt: " + ", ".join(unapproved))
-            log.warning("KHÔNG PHÁT %s: nội dung chưa được phê duyệt (%s)", plan.title, ", ".join(unapproved))
+                        "nội dung chưa được phê duyệt: " + ", ".join(unapproved), alert="not_approved")
+            log.warning("KHÔNG PHÁT «%s»: nội dung chưa được phê duyệt (%s)", plan.title, ", ".join(unapproved))
             return broadcast_id
-        texts = [b.text for b in plan.bulletins if b.text]
-        if not texts:
+        if not plan.items:
             self._close(broadcast_id, BroadcastStatus.NOT_AIRED, "chương trình không có nội dung")
             return broadcast_id
         try:
-            audio = prepare_speech(texts, self.settings)
+            parts = self._prepare(plan.items)
         except Exception as exc:  # recorded as the broadcast's outcome; the scheduler keeps running
             log.exception("audio preparation failed for %s", plan.occurrence_key)
-            self._close(broadcast_id, BroadcastStatus.FAILED, f"không tạo được âm thanh: {exc}")
+            self._close(broadcast_id, BroadcastStatus.FAILED, f"không tạo được âm thanh: {exc}", alert="failed")
             return broadcast_id
-        log.info("Đã tạo âm thanh cho «%s»: %.1f giây (%s%s)", plan.title, audio.duration_s, audio.engine,
-                 ", từ bộ nhớ đệm" if audio.cached else "")
-        commands = self._issue(broadcast_id, plan, "\n\n".join(texts), audio.sha256, audio.duration_s,
-                               audio.engine)
-        for command in commands:
+        spoken = "\n\n".join(b.text for b in bulletins if b.text)
+        for command in self._issue(broadcast_id, plan, spoken, parts):
             self.publish(command)
         return broadcast_id
 
@@ -118,7 +161,7 @@ class Broadcaster:
                 row = Broadcast(
                     occurrence_key=plan.occurrence_key, slot_id=plan.slot_id, kind=plan.kind, title=plan.title,
                     priority=plan.priority, scheduled_at=plan.scheduled_at, fired_at=utcnow(),
-                    status=BroadcastStatus.PREPARING,
+                    status=BroadcastStatus.PREPARING, external_id=plan.external_id,
                 )
                 session.add(row)
                 session.flush()
@@ -126,49 +169,125 @@ class Broadcaster:
         except IntegrityError:
             return None
 
-    def _close(self, broadcast_id: int, status: BroadcastStatus, reason: str) -> None:
+    def _close(self, broadcast_id: int, status: BroadcastStatus, reason: str, *, alert: str | None = None) -> None:
         with transaction(self.factory) as session:
             row = session.get_one(Broadcast, broadcast_id)
             row.status, row.reason, row.completed_at = status, reason, utcnow()
+            if alert:
+                session.add(Alert(kind=alert, message=f"«{row.title}»: {reason}", broadcast_id=broadcast_id))
 
-    def _issue(self, broadcast_id: int, plan: Plan, text: str, sha256: str, duration_s: float,
-               engine: str) -> list[Command]:
+    def _prepare(self, items: Sequence[Item]) -> list[Part]:
+        """Group the playlist into parts and make each part's audio (cached by content)."""
+        parts: list[Part] = []
+        run: list[Item] = []
+
+        def flush() -> None:
+            if run:
+                parts.append(self._recorded(run))
+                run.clear()
+
+        for item in items:
+            if item.kind == ItemKind.RELAY:
+                flush()
+                assert item.relay_url and item.relay_s
+                parts.append(Part(stream=StreamRef(url=item.relay_url, duration_s=item.relay_s)))
+            else:
+                run.append(item)
+        flush()
+        return parts
+
+    def _recorded(self, run: Sequence[Item]) -> Part:
+        speech = [i.bulletin for i in run if i.bulletin is not None and i.bulletin.text and not i.bulletin.audio_sha256]
+        if len(speech) == len(run):  # the common case: spoken bulletins only, made in one pass
+            audio = prepare_playlist([_speech_part(b) for b in speech], self.settings, store=self.store)
+        else:
+            pieces: list[str] = []
+            for item in run:
+                if item.asset is not None:
+                    pieces.append(item.asset.sha256)
+                elif item.bulletin is not None and item.bulletin.audio_sha256:
+                    pieces.append(item.bulletin.audio_sha256)
+                elif item.bulletin is not None and item.bulletin.text:
+                    pieces.append(prepare_playlist([_speech_part(item.bulletin)], self.settings, chime=False,
+                                                   store=self.store).sha256)
+            audio = compose(pieces, self.settings, self.store)
+        log.info("Âm thanh sẵn sàng: %.1f giây (%s%s)", audio.duration_s, audio.engine,
+                 ", từ bộ nhớ đệm" if audio.cached else "")
+        return Part(audio=audio, reasons=[audio.fallback_reason] if audio.fallback_reason else [])
+
+    def _targets(self, session: Session, plan: Plan) -> list[Node]:
+        query = select(Node).order_by(Node.id)
+        if plan.zone_ids or plan.group_ids:
+            in_groups = select(NodeGroupMember.node_id).where(NodeGroupMember.group_id.in_(plan.group_ids))
+            query = query.where(Node.zone_id.in_(plan.zone_ids) | Node.id.in_(in_groups))
+        return list(session.scalars(query))
+
+    def _start_after_higher_priority(self, session: Session, plan: Plan, nodes: list[Node],
+                                     start_at: dt.datetime) -> dt.datetime:
+        """A priority item on air on these nodes goes first: start after it ends (emergencies never wait)."""
+        if plan.priority == Priority.EMERGENCY:
+            return start_at
+        rank = PRIORITY_RANK[Priority(plan.priority)]
+        node_ids = [n.id for n in nodes]
+        on_air = session.scalars(
+            select(Broadcast).join(Delivery).where(Broadcast.status == BroadcastStatus.ON_AIR,
+                                                   Delivery.node_id.in_(node_ids)).distinct()
+        )
+        for other in on_air:
+            if PRIORITY_RANK[Priority(other.priority)] > rank and other.start_at and other.duration_s:
+                end = other.start_at + dt.timedelta(seconds=other.duration_s + 1)
+                if end > start_at:
+                    log.info("«%s» chờ «%s» (ưu tiên cao hơn) phát xong", plan.title, other.title)
+                    start_at = end
+        return start_at
+
+    def _issue(self, broadcast_id: int, plan: Plan, text: str, parts: list[Part]) -> list[Command]:
         """Store deliveries and commands in one transaction, before anything is published."""
         site = self.settings.site_id
         now = utcnow()
-        start_at = now + dt.timedelta(seconds=self.settings.command_lead_s)
-        valid_until = start_at + dt.timedelta(seconds=self.settings.command_validity_s)
-        audio = AudioRef(url=f"{self.settings.public_base_url}/audio/{sha256}.mp3", sha256=sha256,
-                         duration_s=duration_s)
         with transaction(self.factory) as session:
-            query = select(Node).order_by(Node.id)
-            if plan.zone_ids:
-                query = query.where(Node.zone_id.in_(plan.zone_ids))
-            nodes = list(session.scalars(query))
+            nodes = self._targets(session, plan)
             broadcast = session.get_one(Broadcast, broadcast_id)
-            broadcast.text, broadcast.audio_sha256, broadcast.duration_s = text, sha256, duration_s
-            broadcast.engine, broadcast.start_at = engine, start_at
+            total = sum(p.duration_s for p in parts)
+            first = parts[0].audio
+            broadcast.text, broadcast.duration_s = text or None, total
+            broadcast.audio_sha256 = first.sha256 if first else None
+            broadcast.engine = first.engine if first else "relay"
+            reasons = [r for p in parts for r in p.reasons]
+            if reasons:
+                broadcast.reason = "; ".join(reasons)
             if not nodes:
                 broadcast.status, broadcast.reason, broadcast.completed_at = (
                     BroadcastStatus.NOT_AIRED, "không có cụm loa nào trong vùng phát", now)
                 return []
+            start_at = now + dt.timedelta(seconds=self.settings.command_lead_s)
+            start_at = self._start_after_higher_priority(session, plan, nodes, start_at)
+            broadcast.start_at = start_at
+            broadcast.valid_until = plan.valid_until or (
+                start_at + dt.timedelta(seconds=total + self.settings.command_validity_s))
             broadcast.status = BroadcastStatus.ON_AIR
-            targets = [topics.cmd_all(site)] if not plan.zone_ids else [
-                topics.cmd_zone(site, z) for z in sorted({n.zone_id for n in nodes})]
+            routes = _routes(site, plan, nodes)
             commands: list[Command] = []
-            for topic in targets:
-                command_id = uuid.uuid4().hex
-                msg = CommandMsg(id=command_id, type=CommandType.PLAY, broadcast_id=broadcast_id,
-                                 priority=plan.priority, title=plan.title, issued_at=now, start_at=start_at,
-                                 valid_until=valid_until, audio=audio)  # type: ignore[arg-type]
-                commands.append(Command(id=command_id, broadcast_id=broadcast_id, topic=topic,
-                                        payload=msg.model_dump(mode="json", exclude_none=True),
-                                        valid_until=valid_until))
-                zone = None if topic == topics.cmd_all(site) else topic.rsplit("/", 1)[1]
-                for node in nodes:
-                    if zone is None or node.zone_id == zone:
-                        session.add(Delivery(broadcast_id=broadcast_id, node_id=node.id, command_id=command_id,
-                                             issued_at=now))
+            part_start = start_at
+            for index, part in enumerate(parts):
+                valid_until = min(broadcast.valid_until,
+                                  part_start + dt.timedelta(seconds=self.settings.command_validity_s))
+                for topic, members in routes:
+                    command_id = uuid.uuid4().hex
+                    msg = CommandMsg(
+                        id=command_id, type=CommandType.PLAY if part.audio else CommandType.RELAY,
+                        broadcast_id=broadcast_id, priority=plan.priority, title=plan.title,  # type: ignore[arg-type]
+                        issued_at=now, start_at=part_start, valid_until=valid_until, stream=part.stream,
+                        audio=AudioRef(url=f"{self.settings.public_base_url}/audio/{part.audio.sha256}.mp3",
+                                       sha256=part.audio.sha256, duration_s=part.audio.duration_s)
+                        if part.audio else None,
+                    )
+                    commands.append(Command(id=command_id, broadcast_id=broadcast_id, topic=topic,
+                                            payload=msg.model_dump(mode="json", exclude_none=True),
+                                            valid_until=valid_until))
+                    session.add_all(Delivery(broadcast_id=broadcast_id, node_id=n.id, command_id=command_id,
+                                             part=index, issued_at=now) for n in members)
+                part_start += dt.timedelta(seconds=part.duration_s)
             session.add_all(commands)
         log.info("Phát «%s» tới %d cụm loa lúc %s", plan.title, len(nodes),
                  start_at.astimezone(self.settings.tz).strftime("%H:%M:%S"))
@@ -181,12 +300,34 @@ class Broadcaster:
             row.published_at, row.attempts = utcnow(), row.attempts + 1
 
 
+def _speech_part(bulletin: Bulletin) -> SpeechPart:
+    assert bulletin.text is not None
+    return SpeechPart(text=bulletin.text, engine=bulletin.engine, voice=bulletin.voice, rate=bulletin.rate)
+
+
+def _routes(site: str, plan: Plan, nodes: list[Node]) -> list[tuple[str, list[Node]]]:
+    """Fewest publishes: the site topic for the whole ward, zone topics for zones, node topics for the rest."""
+    if not plan.zone_ids and not plan.group_ids:
+        return [(topics.cmd_all(site), nodes)]
+    routes: list[tuple[str, list[Node]]] = []
+    zones = set(plan.zone_ids)
+    for zone in sorted(zones):
+        members = [n for n in nodes if n.zone_id == zone]
+        if members:
+            routes.append((topics.cmd_zone(site, zone), members))
+    routes.extend((topics.cmd_node(site, n.id), [n]) for n in nodes if n.zone_id not in zones)
+    return routes
+
+
 def occurrence_key(slot_id: str, scheduled_at: dt.datetime) -> str:
     return f"slot:{slot_id}@{scheduled_at.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def settle(session: Session, broadcast: Broadcast, now: dt.datetime, timeout_s: float) -> bool:
-    """Close a broadcast whose deliveries are all final, or whose time is up. Returns True if closed."""
+    """Close a broadcast whose deliveries are all final, or whose time is up. Returns True if closed.
+
+    A node played it fully when every part of it finished there; coverage counts such nodes.
+    """
     if broadcast.status != BroadcastStatus.ON_AIR:
         return False
     deliveries = broadcast.deliveries
@@ -199,16 +340,19 @@ def settle(session: Session, broadcast: Broadcast, now: dt.datetime, timeout_s: 
                 d.reason = "không nhận được báo cáo từ cụm loa" if online else "missed: offline"
     if not all(DeliveryState(d.state).final for d in deliveries):
         return False
-    finished = sum(d.state == DeliveryState.FINISHED for d in deliveries)
-    if finished == len(deliveries):
+    by_node: dict[str, bool] = {}
+    for d in deliveries:
+        by_node[d.node_id] = by_node.get(d.node_id, True) and d.state == DeliveryState.FINISHED
+    finished, targeted = sum(by_node.values()), len(by_node)
+    if finished == targeted:
         broadcast.status = BroadcastStatus.COMPLETED
     elif finished:
         broadcast.status = BroadcastStatus.PARTIAL
-        broadcast.reason = f"{finished}/{len(deliveries)} cụm loa phát xong"
+        broadcast.reason = f"{finished}/{targeted} cụm loa phát trọn vẹn"
     else:
         broadcast.status = BroadcastStatus.FAILED
         broadcast.reason = "không cụm loa nào phát xong"
     broadcast.completed_at = now
-    log.info("Kết thúc «%s»: %s (%d/%d cụm loa phát xong)", broadcast.title, BROADCAST_VI[broadcast.status], finished,
-             len(deliveries))
+    log.info("Kết thúc «%s»: %s (%d/%d cụm loa phát trọn vẹn)", broadcast.title, BROADCAST_VI[broadcast.status],
+             finished, targeted)
     return True

@@ -102,9 +102,9 @@ class Service:
             log.warning("no approved bulletin to demonstrate")
             return None
         now = utcnow()
-        return self.broadcaster.air(Plan(
-            occurrence_key=f"demo:{now:%Y%m%dT%H%M%S.%f}", kind="demo", title=f"Trình diễn: {bulletin.title}",
-            priority=Priority.NORMAL, scheduled_at=now, bulletins=[bulletin], zone_ids=[],
+        return self.broadcaster.air(Plan.of_bulletins(
+            [bulletin], occurrence_key=f"demo:{now:%Y%m%dT%H%M%S.%f}", kind="demo",
+            title=f"Trình diễn: {bulletin.title}", priority=Priority.NORMAL, scheduled_at=now,
         ))
 
     def _start_fleet(self, address: BrokerAddress) -> None:

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
                              description="no non-emergency broadcast in this local window (HH:MM-HH:MM)")
     session_max_minutes: float = Field(default=30, gt=0, le=240, description="longest allowed session")
     sessions_per_day: int = Field(default=6, ge=1, le=48, description="most sessions per zone per local day")
+    max_upload_mb: float = Field(default=50, gt=0, le=1024, description="largest accepted audio upload")
+    cap_zone_map: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='CAP geocode value -> zone ids, JSON, e.g. {"VN-BG-TX": ["all"], "TX-TDP1": ["tdp-1"]}')
+    cap_test_zone: str | None = Field(default=None, description="the only zone CAP Exercise/Test alerts may reach")
     site_name: str = Field(default="Phường Thọ Xương", max_length=200)
 
     # Demo

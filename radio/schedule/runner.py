@@ -13,16 +13,20 @@ import logging
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from radio.broadcast import Broadcaster, occurrence_key
+from radio.db import transaction
 from radio.logbook.recorder import settle_due
-from radio.models import Broadcast, Slot, utcnow
-from radio.schedule.recurrence import SlotRule, next_occurrence
+from radio.models import Alert, Broadcast, BroadcastStatus, ServiceMark, Slot, utcnow
+from radio.schedule.recurrence import SlotRule, next_occurrence, occurrences
 from radio.settings import Settings
 
 log = logging.getLogger(__name__)
 SETTLE_INTERVAL_S = 2
+ALIVE = "scheduler_alive"  # service mark: the last instant a scheduler was known to run
+LOOKBACK = dt.timedelta(days=7)
 
 
 class SlotRunner:
@@ -36,6 +40,7 @@ class SlotRunner:
         )
 
     def start(self) -> None:
+        self.record_downtime_misses()
         self.scheduler.start()
         self.sync()
         self.scheduler.add_job(self.sync, "interval", seconds=self.settings.schedule_sync_s, id="sync",
@@ -46,8 +51,55 @@ class SlotRunner:
     def stop(self) -> None:
         self.scheduler.shutdown(wait=True)
 
+    def record_downtime_misses(self) -> int:
+        """Occurrences that fell while no scheduler ran (older than the grace period) are recorded as missed.
+
+        They never play late; the as-run log and the alerts show them. Looks back at most LOOKBACK.
+        """
+        now = utcnow()
+        until = now - dt.timedelta(seconds=self.settings.misfire_grace_s)
+        with self.factory() as session:
+            mark = session.get(ServiceMark, ALIVE)
+            since = max(mark.at, now - LOOKBACK) if mark else None
+            slots = list(session.scalars(select(Slot).where(Slot.enabled.is_(True))))
+        missed = 0
+        if since is not None and since < until:
+            for slot in slots:
+                for at in occurrences(SlotRule.from_slot(slot), since, until, self.settings.tz):
+                    missed += self._record_missed(slot, at, since)
+        self._mark_alive()
+        if missed:
+            log.warning("%d lượt phát bị lỡ khi dịch vụ không chạy", missed)
+        return missed
+
+    def _record_missed(self, slot: Slot, at: dt.datetime, since: dt.datetime) -> int:
+        reason = (f"dịch vụ không chạy từ {since.astimezone(self.settings.tz):%H:%M %d/%m/%Y}; "
+                  "lượt phát quá hạn không phát muộn")
+        try:
+            with transaction(self.factory) as session:
+                b = Broadcast(occurrence_key=occurrence_key(slot.id, at), slot_id=slot.id, kind="scheduled",
+                              title=slot.name, priority=slot.priority, scheduled_at=at, status=BroadcastStatus.MISSED,
+                              reason=reason, completed_at=utcnow())
+                session.add(b)
+                session.flush()
+                local = at.astimezone(self.settings.tz)
+                session.add(Alert(kind="missed", message=f"«{slot.name}» lúc {local:%H:%M %d/%m/%Y}: {reason}",
+                                  broadcast_id=b.id))
+            return 1
+        except IntegrityError:  # handled already (aired, or recorded by another instance)
+            return 0
+
+    def _mark_alive(self) -> None:
+        with transaction(self.factory) as session:
+            mark = session.get(ServiceMark, ALIVE)
+            if mark is None:
+                session.add(ServiceMark(key=ALIVE, at=utcnow()))
+            else:
+                mark.at = utcnow()
+
     def sync(self) -> None:
         """Arm one job per enabled slot for its next occurrence not yet handled."""
+        self._mark_alive()
         now = utcnow()
         since = now - dt.timedelta(seconds=self.settings.misfire_grace_s)
         wanted: dict[str, dt.datetime] = {}

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from radio.errors import Conflict, InvalidInput, NotFound, RadioError, ServiceUnavailable
 from radio.service import Service
 from radio.sound.store import AudioStore
-from radio.web import api, pages
+from radio.web import api, pages, programme_api
 from radio.web.deps import ServiceDep
 from radio.web.schemas import Health
 
@@ -67,5 +67,6 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
         return FileResponse(path, media_type="audio/mpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
     app.include_router(api.router)
+    app.include_router(programme_api.router)
     app.include_router(pages.router)
     return app

@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from radio.models import Broadcast, Slot, Zone
+from radio.models import Broadcast, ItemKind, Slot, SlotItem, Zone
 from radio.schedule.recurrence import SlotRule, occurrences
 from radio.web.schemas import OccurrenceOut, SlotOut
 
@@ -19,8 +19,19 @@ def zones(session: Session) -> list[Zone]:
 def slot_out(slot: Slot) -> SlotOut:
     return SlotOut.model_validate({
         **{c: getattr(slot, c) for c in SlotOut.model_fields if hasattr(slot, c)},
-        "bulletin_ids": [item.bulletin_id for item in slot.items],
+        "bulletin_ids": [item.bulletin_id for item in slot.items if item.bulletin_id],
+        "playlist": [describe_item(item) for item in slot.items],
+        "group_ids": slot.group_ids,
     })
+
+
+def describe_item(item: SlotItem) -> str:
+    """A playlist entry in one word: the bulletin id, ``audio:<asset>`` or ``relay:<url> (N phút)``."""
+    if item.kind == ItemKind.RELAY:
+        return f"relay:{item.relay_url} ({(item.relay_s or 0) / 60:g} phút)"
+    if item.kind == ItemKind.AUDIO:
+        return f"audio:{item.asset_id}"
+    return str(item.bulletin_id)
 
 
 def slots(session: Session) -> list[Slot]:
@@ -35,12 +46,12 @@ def upcoming(session: Session, tz: dt.tzinfo, start: dt.datetime, days: int,
     end = start + dt.timedelta(days=days)
     result: list[OccurrenceOut] = []
     for slot in slots(session):
-        if not slot.enabled or (zone and slot.zone_ids and zone not in slot.zone_ids):
+        if not slot.enabled or (zone and not slot.whole_ward and zone not in slot.zone_ids):
             continue
         for at in occurrences(SlotRule.from_slot(slot), start, end, tz):  # type: ignore[arg-type]
             result.append(OccurrenceOut(
                 slot_id=slot.id, slot_name=slot.name, at=at, local_time=at.astimezone(tz).strftime("%a %d/%m %H:%M"),
-                zone_ids=slot.zone_ids, bulletins=[i.bulletin_id for i in slot.items],
+                zone_ids=slot.zone_ids, bulletins=[describe_item(i) for i in slot.items],
             ))
     result.sort(key=lambda o: (o.at, o.slot_id))
     return result

@@ -39,8 +39,11 @@ class SlotOut(Out):
     holidays: str
     priority: str
     enabled: bool
+    duration_s: float | None
     zone_ids: list[str]
+    group_ids: list[str]
     bulletin_ids: list[str]
+    playlist: list[str]
 
 
 class OccurrenceOut(BaseModel):

@@ -1,0 +1,232 @@
+"""Emergencies (khẩn cấp): air at once on their targets, preempting whatever plays; also from CAP 1.2 alerts.
+
+An emergency ignores quiet hours and session caps; nodes stop what they play, play it, and are free
+again afterwards, so normal programming continues with the next slot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import defusedxml.ElementTree as SafeET
+from sqlalchemy import select
+
+from radio.broadcast import Broadcaster, Plan, _routes
+from radio.db import transaction
+from radio.dispatch.messages import Command as CommandMsg
+from radio.dispatch.messages import CommandType
+from radio.errors import InvalidInput, NotFound
+from radio.models import (
+    Broadcast,
+    BroadcastStatus,
+    Bulletin,
+    BulletinStatus,
+    Command,
+    Node,
+    Priority,
+    Segment,
+    Zone,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+EMERGENCY_SEGMENT = "khan-cap"
+CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
+MAX_TEXT = 5000
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmergencyRequest:
+    text: str
+    title: str = "Thông báo khẩn cấp"
+    zone_ids: Sequence[str] = ()  # empty = the whole ward
+    actor: str = "system"
+    valid_until: dt.datetime | None = None
+    external_id: str | None = None
+
+
+def trigger(broadcaster: Broadcaster, request: EmergencyRequest) -> int:
+    """Create an approved emergency bulletin and air it now; returns the broadcast id."""
+    text = request.text.strip()
+    if not text:
+        raise InvalidInput("nội dung khẩn cấp trống", where="text")
+    if len(text) > MAX_TEXT:
+        raise InvalidInput(f"nội dung khẩn cấp dài {len(text)} ký tự, tối đa {MAX_TEXT}", where="text")
+    now = utcnow()
+    with transaction(broadcaster.factory) as session:
+        known = set(session.scalars(select(Zone.id).where(Zone.id.in_(request.zone_ids))))
+        unknown = sorted(set(request.zone_ids) - known)
+        if unknown:
+            raise InvalidInput(f"không có tổ dân phố {', '.join(unknown)}", where="zones")
+        bulletin = Bulletin(
+            id=f"khan-cap-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}", title=request.title[:300], text=text,
+            segment_id=EMERGENCY_SEGMENT if session.get(Segment, EMERGENCY_SEGMENT) else None,
+            status=BulletinStatus.APPROVED, approved_by=request.actor, approved_at=now,
+        )
+        session.add(bulletin)
+    log.warning("KHẨN CẤP do %s kích hoạt: «%s» trên %s", request.actor, request.title,
+                ", ".join(request.zone_ids) or "toàn phường")
+    broadcast_id = broadcaster.air(Plan.of_bulletins(
+        [bulletin], occurrence_key=f"emergency:{bulletin.id}", kind="emergency", title=request.title,
+        priority=Priority.EMERGENCY, scheduled_at=now, zone_ids=list(request.zone_ids),
+        external_id=request.external_id, valid_until=request.valid_until,
+    ))
+    assert broadcast_id is not None  # a fresh key is never taken
+    return broadcast_id
+
+
+def stop(broadcaster: Broadcaster, broadcast_id: int, reason: str) -> None:
+    """Send a stop to the broadcast's nodes (e.g. a CAP Cancel), and note why on the broadcast."""
+    site = broadcaster.settings.site_id
+    with transaction(broadcaster.factory) as session:
+        broadcast = session.get(Broadcast, broadcast_id)
+        if broadcast is None:
+            raise NotFound("broadcast", broadcast_id)
+        node_ids = {d.node_id for d in broadcast.deliveries}
+        nodes = list(session.scalars(select(Node).where(Node.id.in_(node_ids))))
+        broadcast.reason = reason if not broadcast.reason else f"{broadcast.reason}; {reason}"
+        zones = sorted({n.zone_id for n in nodes})
+        now = utcnow()
+        commands = []
+        for topic, _members in _routes(site, Plan.of_bulletins([], occurrence_key="", kind="stop", title="",
+                                                               priority=Priority.EMERGENCY, scheduled_at=now,
+                                                               zone_ids=zones), nodes):
+            command_id = uuid.uuid4().hex
+            msg = CommandMsg(id=command_id, type=CommandType.STOP, broadcast_id=broadcast_id, priority="emergency",
+                             title=reason[:300], issued_at=now, valid_until=now + dt.timedelta(minutes=5))
+            commands.append(Command(id=command_id, broadcast_id=broadcast_id, topic=topic,
+                                    payload=msg.model_dump(mode="json", exclude_none=True),
+                                    valid_until=msg.valid_until))
+        session.add_all(commands)
+    for command in commands:
+        broadcaster.publish(command)
+
+
+# CAP 1.2 --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class CapAlert:
+    identifier: str
+    sender: str
+    status: str  # Actual | Exercise | System | Test | Draft
+    msg_type: str  # Alert | Update | Cancel | Ack | Error
+    references: list[str]  # identifiers of earlier alerts (Update / Cancel)
+    headline: str
+    description: str
+    instruction: str
+    expires: dt.datetime | None
+    geocodes: list[str]
+
+
+def parse_cap(xml: bytes) -> CapAlert:
+    """Parse a CAP 1.2 alert safely (no entities, no external references); prefer its Vietnamese info block."""
+    try:
+        root = SafeET.fromstring(xml)
+    except Exception as exc:  # defusedxml raises several kinds; all mean "not acceptable XML"
+        raise InvalidInput(f"XML không hợp lệ: {exc}", where="body") from None
+    ns = {"cap": CAP_NS}
+    if root.tag != f"{{{CAP_NS}}}alert":
+        raise InvalidInput("không phải bản tin CAP 1.2 (thiếu phần tử alert)", where="alert")
+
+    def text(el: object, name: str, required: bool = False) -> str:
+        found = el.find(f"cap:{name}", ns)  # type: ignore[attr-defined]
+        value = (found.text or "").strip() if found is not None else ""
+        if required and not value:
+            raise InvalidInput(f"thiếu trường {name}", where=name)
+        return value
+
+    infos = root.findall("cap:info", ns)
+    info = next((i for i in infos if text(i, "language").lower().startswith("vi")), infos[0] if infos else None)
+    msg_type = text(root, "msgType", True)
+    if info is None and msg_type != "Cancel":
+        raise InvalidInput("thiếu phần info", where="info")
+    expires = None
+    if info is not None and text(info, "expires"):
+        try:
+            expires = dt.datetime.fromisoformat(text(info, "expires"))
+        except ValueError:
+            raise InvalidInput(f"thời điểm không hợp lệ: {text(info, 'expires')}", where="expires") from None
+        if expires.tzinfo is None:
+            raise InvalidInput("expires phải có múi giờ", where="expires")
+    refs = []
+    for ref in text(root, "references").split():
+        parts = ref.split(",")  # sender,identifier,sent
+        refs.append(parts[1] if len(parts) >= 2 else parts[0])
+    geocodes = [] if info is None else [
+        (g.findtext("cap:value", default="", namespaces=ns) or "").strip()
+        for area in info.findall("cap:area", ns) for g in area.findall("cap:geocode", ns)
+    ]
+    return CapAlert(
+        identifier=text(root, "identifier", True), sender=text(root, "sender", True),
+        status=text(root, "status", True), msg_type=msg_type, references=refs,
+        headline=text(info, "headline") if info is not None else "",
+        description=text(info, "description") if info is not None else "",
+        instruction=text(info, "instruction") if info is not None else "",
+        expires=expires, geocodes=[g for g in geocodes if g],
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CapOutcome:
+    action: str  # aired | replaced | cancelled | ignored
+    broadcast_id: int | None
+    detail: str
+
+
+def handle_cap(broadcaster: Broadcaster, alert: CapAlert, *, zone_map: dict[str, list[str]],
+               test_zone: str | None) -> CapOutcome:
+    """Apply a CAP alert: Alert airs, Update replaces, Cancel stops; Exercise/Test reach the test zone only."""
+    earlier = _broadcasts_for(broadcaster, alert.references)
+    if alert.msg_type == "Cancel":
+        for b in earlier:
+            stop(broadcaster, b, f"CAP hủy bởi {alert.identifier}")
+        return CapOutcome(action="cancelled", broadcast_id=earlier[0] if earlier else None,
+                          detail=f"đã dừng {len(earlier)} lượt phát")
+    if alert.msg_type not in ("Alert", "Update"):
+        return CapOutcome(action="ignored", broadcast_id=None, detail=f"msgType {alert.msg_type} không cần phát")
+    if alert.expires is not None and alert.expires <= utcnow():
+        return CapOutcome(action="ignored", broadcast_id=None, detail="bản tin CAP đã hết hạn")
+    zones = _zones_for(alert.geocodes, zone_map)
+    if alert.status in ("Exercise", "Test", "Draft", "System"):
+        if alert.status in ("Draft", "System") or test_zone is None:
+            return CapOutcome(action="ignored", broadcast_id=None,
+                              detail=f"status {alert.status}: không phát ra loa (chưa cấu hình vùng thử nghiệm)")
+        zones = [test_zone]
+    elif zones is None:
+        raise InvalidInput("không có mã vùng (geocode) nào khớp với tổ dân phố đã cấu hình", where="area.geocode")
+    for b in earlier:
+        stop(broadcaster, b, f"CAP thay thế bởi {alert.identifier}")
+    text = " ".join(p for p in (alert.headline + "." if alert.headline else "", alert.description,
+                                alert.instruction) if p)
+    broadcast_id = trigger(broadcaster, EmergencyRequest(
+        text=text, title=alert.headline or "Cảnh báo khẩn cấp", zone_ids=zones, actor=f"CAP:{alert.sender}",
+        valid_until=alert.expires, external_id=alert.identifier,
+    ))
+    return CapOutcome(action="replaced" if earlier else "aired", broadcast_id=broadcast_id,
+                      detail=f"phát trên {', '.join(zones) or 'toàn phường'}")
+
+
+def _zones_for(geocodes: list[str], zone_map: dict[str, list[str]]) -> list[str] | None:
+    """Zones for the alert's geocodes: [] means the whole ward, None means none of ours."""
+    zones: set[str] = set()
+    matched = False
+    for code in geocodes:
+        if code in zone_map:
+            matched = True
+            if "all" in zone_map[code]:
+                return []
+            zones.update(zone_map[code])
+    return sorted(zones) if matched else None
+
+
+def _broadcasts_for(broadcaster: Broadcaster, identifiers: list[str]) -> list[int]:
+    if not identifiers:
+        return []
+    with broadcaster.factory() as session:
+        return list(session.scalars(select(Broadcast.id).where(
+            Broadcast.external_id.in_(identifiers),
+            Broadcast.status.in_([BroadcastStatus.ON_AIR, BroadcastStatus.PREPARING, BroadcastStatus.COMPLETED]),
+        ).order_by(Broadcast.id)))

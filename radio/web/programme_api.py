@@ -1,0 +1,281 @@
+"""JSON API v1 for the programme: bulletins and their approval, audio uploads, emergencies, CAP, calendar."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from radio import emergency
+from radio.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from radio.models import AudioAsset, Bulletin, BulletinStatus, SlotItem, utcnow
+from radio.sound.ffmpeg import AudioDecodeError
+from radio.speech.prepare import prepare_uploaded
+from radio.web import queries
+from radio.web.deps import ServiceDep, SessionDep, SettingsDep
+
+router = APIRouter(prefix="/api/v1", tags=["programme"])
+SlugId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+Actor = Annotated[str, Header(alias="X-Radio-User", max_length=100)]
+
+
+class BulletinIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=300)
+    text: str | None = Field(default=None, max_length=20000)
+    segment_id: str | None = Field(default=None, max_length=64)
+    engine: Literal["espeak", "gtts", "piper"] | None = None
+    voice: str | None = Field(default=None, max_length=64)
+    rate: int | None = Field(default=None, ge=80, le=400)
+
+
+class BulletinCreate(BulletinIn):
+    id: SlugId
+
+
+class BulletinOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    title: str
+    text: str | None
+    segment_id: str | None
+    audio_sha256: str | None
+    status: str
+    engine: str | None
+    voice: str | None
+    rate: int | None
+    updated_at: dt.datetime
+    submitted_at: dt.datetime | None
+    approved_by: str | None
+    approved_at: dt.datetime | None
+    review_comment: str | None
+
+
+class ReturnIn(BaseModel):
+    comment: str = Field(min_length=1, max_length=2000)
+
+
+class AssetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    sha256: str
+    duration_s: float
+    created_at: dt.datetime
+
+
+class EmergencyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=emergency.MAX_TEXT)
+    title: str = Field(default="Thông báo khẩn cấp", min_length=1, max_length=300)
+    zones: list[SlugId] = Field(default_factory=list, description="empty: the whole ward")
+
+
+class AiredOut(BaseModel):
+    broadcast_id: int | None
+    action: str = "aired"
+    detail: str = ""
+
+
+# bulletins -----------------------------------------------------------------------------------------
+def _bulletin(session: SessionDep, bulletin_id: str) -> Bulletin:
+    row = session.get(Bulletin, bulletin_id)
+    if row is None:
+        raise NotFound("bulletin", bulletin_id)
+    return row
+
+
+def _check_text(body: BulletinIn, has_audio: bool) -> None:
+    if body.text is not None and not body.text.strip():
+        raise InvalidInput("nội dung bản tin trống", where="text")
+    if body.text is None and not has_audio:
+        raise InvalidInput("bản tin cần nội dung (text) hoặc tệp âm thanh", where="text")
+
+
+@router.get("/bulletins", response_model=list[BulletinOut])
+def list_bulletins(session: SessionDep, status: Literal["draft", "submitted", "approved"] | None = None
+                   ) -> list[Bulletin]:
+    query = select(Bulletin).order_by(Bulletin.id)
+    if status:
+        query = query.where(Bulletin.status == status)
+    return list(session.scalars(query))
+
+
+@router.get("/bulletins/{bulletin_id}", response_model=BulletinOut)
+def get_bulletin(bulletin_id: str, session: SessionDep) -> Bulletin:
+    return _bulletin(session, bulletin_id)
+
+
+@router.post("/bulletins", response_model=BulletinOut, status_code=201)
+def create_bulletin(body: BulletinCreate, session: SessionDep) -> Bulletin:
+    if session.get(Bulletin, body.id) is not None:
+        raise Conflict(f"bulletin {body.id!r} already exists")
+    _check_text(body, has_audio=False)
+    row = Bulletin(status=BulletinStatus.DRAFT, **body.model_dump())
+    session.add(row)
+    session.commit()
+    return row
+
+
+@router.put("/bulletins/{bulletin_id}", response_model=BulletinOut)
+def update_bulletin(bulletin_id: str, body: BulletinIn, session: SessionDep) -> Bulletin:
+    """Editing content returns an approved or submitted bulletin to draft: it must be approved again."""
+    row = _bulletin(session, bulletin_id)
+    _check_text(body, has_audio=row.audio_sha256 is not None)
+    changed = False
+    for key, value in body.model_dump().items():
+        if getattr(row, key) != value:
+            setattr(row, key, value)
+            changed = True
+    if changed and row.status != BulletinStatus.DRAFT:
+        row.status, row.approved_by, row.approved_at = BulletinStatus.DRAFT, None, None
+    session.commit()
+    return row
+
+
+@router.delete("/bulletins/{bulletin_id}", status_code=204)
+def delete_bulletin(bulletin_id: str, session: SessionDep) -> Response:
+    row = _bulletin(session, bulletin_id)
+    used = session.scalars(select(SlotItem.slot_id).where(SlotItem.bulletin_id == bulletin_id)).first()
+    if used:
+        raise Conflict(f"bulletin {bulletin_id!r} is in the playlist of slot {used!r}; remove it there first")
+    session.delete(row)
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.post("/bulletins/{bulletin_id}/submit", response_model=BulletinOut)
+def submit_bulletin(bulletin_id: str, session: SessionDep) -> Bulletin:
+    row = _bulletin(session, bulletin_id)
+    if row.status != BulletinStatus.DRAFT:
+        raise Conflict(f"bulletin {bulletin_id!r} is {row.status}, only a draft can be submitted")
+    row.status, row.submitted_at, row.review_comment = BulletinStatus.SUBMITTED, utcnow(), None
+    session.commit()
+    return row
+
+
+@router.post("/bulletins/{bulletin_id}/approve", response_model=BulletinOut)
+def approve_bulletin(bulletin_id: str, session: SessionDep, actor: Actor = "api") -> Bulletin:
+    row = _bulletin(session, bulletin_id)
+    if row.status != BulletinStatus.SUBMITTED:
+        raise Conflict(f"bulletin {bulletin_id!r} is {row.status}, only a submitted bulletin can be approved")
+    row.status, row.approved_by, row.approved_at = BulletinStatus.APPROVED, actor, utcnow()
+    session.commit()
+    return row
+
+
+@router.post("/bulletins/{bulletin_id}/return", response_model=BulletinOut)
+def return_bulletin(bulletin_id: str, body: ReturnIn, session: SessionDep) -> Bulletin:
+    row = _bulletin(session, bulletin_id)
+    if row.status != BulletinStatus.SUBMITTED:
+        raise Conflict(f"bulletin {bulletin_id!r} is {row.status}, only a submitted bulletin can be returned")
+    row.status, row.review_comment = BulletinStatus.DRAFT, body.comment
+    session.commit()
+    return row
+
+
+# audio uploads -------------------------------------------------------------------------------------
+@router.get("/assets", response_model=list[AssetOut])
+def list_assets(session: SessionDep) -> list[AudioAsset]:
+    return list(session.scalars(select(AudioAsset).order_by(AudioAsset.id)))
+
+
+@router.post("/assets", response_model=AssetOut, status_code=201)
+async def upload_asset(session: SessionDep, settings: SettingsDep, file: Annotated[UploadFile, File()],
+                       id: Annotated[SlugId, Form()], name: Annotated[str, Form(min_length=1, max_length=300)],
+                       ) -> AudioAsset:
+    """Accept MP3/WAV/OGG/M4A by content (never by file name); measure and store it content-addressed."""
+    if session.get(AudioAsset, id) is not None:
+        raise Conflict(f"audio {id!r} already exists")
+    limit = int(settings.max_upload_mb * 1024 * 1024)
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidInput(f"tệp lớn hơn giới hạn {settings.max_upload_mb:g} MB", where="file")
+    try:
+        audio = prepare_uploaded(data, settings)
+    except (AudioDecodeError, ValueError) as exc:
+        raise InvalidInput(f"không phải tệp âm thanh hợp lệ: {exc}", where="file") from None
+    row = AudioAsset(id=id, name=name, sha256=audio.sha256, duration_s=audio.duration_s)
+    session.add(row)
+    session.commit()
+    return row
+
+
+# emergencies -----------------------------------------------------------------------------------------
+def _broadcaster(service: ServiceDep):  # type: ignore[no-untyped-def]
+    if service.broadcaster is None or service.mqtt is None or not service.mqtt.connected:
+        raise ServiceUnavailable("the broadcaster is not running (no broker connection)")
+    return service.broadcaster
+
+
+@router.post("/emergency", response_model=AiredOut, status_code=201, tags=["emergency"])
+def post_emergency(body: EmergencyIn, service: ServiceDep, actor: Actor = "api") -> AiredOut:
+    """Air an emergency now on its zones (default: the whole ward), preempting whatever plays there."""
+    broadcast_id = emergency.trigger(_broadcaster(service), emergency.EmergencyRequest(
+        text=body.text, title=body.title, zone_ids=body.zones, actor=actor))
+    return AiredOut(broadcast_id=broadcast_id, detail=", ".join(body.zones) or "toàn phường")
+
+
+@router.post("/cap", response_model=AiredOut, tags=["emergency"],
+             openapi_extra={"requestBody": {"content": {"application/xml": {"schema": {"type": "string"}}},
+                                            "required": True}})
+async def post_cap(request: Request, service: ServiceDep, settings: SettingsDep) -> AiredOut:
+    """Receive a CAP 1.2 alert (XML): Alert airs, Update replaces, Cancel stops; Exercise/Test only in the test zone."""
+    body = await request.body()
+    if len(body) > 1024 * 1024:
+        raise InvalidInput("bản tin CAP quá lớn", where="body")
+    alert = emergency.parse_cap(body)
+    outcome = emergency.handle_cap(_broadcaster(service), alert, zone_map=settings.cap_zone_map,
+                                   test_zone=settings.cap_test_zone)
+    return AiredOut(broadcast_id=outcome.broadcast_id, action=outcome.action, detail=outcome.detail)
+
+
+# calendar ------------------------------------------------------------------------------------------------
+@router.get("/calendar.ics", response_class=Response, tags=["calendar"],
+            responses={200: {"content": {"text/calendar": {}}}})
+def calendar(session: SessionDep, settings: SettingsDep,
+             zone: Annotated[str | None, Query(max_length=64)] = None,
+             days: Annotated[int, Query(ge=1, le=366)] = 60) -> Response:
+    """The coming occurrences as iCalendar, so officials can subscribe from a phone calendar."""
+    now = utcnow()
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//radio//lich phat//VI", "CALSCALE:GREGORIAN",
+             f"X-WR-CALNAME:{_ics_text('Lịch phát ' + settings.site_name + (' - ' + zone if zone else ''))}",
+             f"X-WR-TIMEZONE:{settings.timezone}"]
+    slots = {s.id: s for s in queries.slots(session)}
+    for occ in queries.upcoming(session, settings.tz, now, days, zone):
+        slot = slots[occ.slot_id]
+        end = occ.at + dt.timedelta(seconds=slot.duration_s or 600)
+        where = ", ".join(occ.zone_ids) or "toàn phường"
+        lines += ["BEGIN:VEVENT", f"UID:{occ.slot_id}-{occ.at:%Y%m%dT%H%M%SZ}@{settings.site_id}",
+                  f"DTSTAMP:{now:%Y%m%dT%H%M%SZ}", f"DTSTART:{occ.at:%Y%m%dT%H%M%SZ}", f"DTEND:{end:%Y%m%dT%H%M%SZ}",
+                  f"SUMMARY:{_ics_text(occ.slot_name)}", f"LOCATION:{_ics_text(where)}",
+                  f"DESCRIPTION:{_ics_text('Phát: ' + ', '.join(occ.bulletins))}", "END:VEVENT"]
+    lines.append("END:VCALENDAR")
+    body = "\r\n".join(_fold(line) for line in lines) + "\r\n"
+    return Response(body, media_type="text/calendar; charset=utf-8",
+                    headers={"Content-Disposition": 'inline; filename="lich-phat.ics"'})
+
+
+def _ics_text(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,").replace("\n", "\\n")
+
+
+def _fold(line: str) -> str:
+    """RFC 5545: lines longer than 75 octets are folded (never inside a UTF-8 character)."""
+    out, current = [], b""
+    for ch in line:
+        encoded = ch.encode()
+        if len(current) + len(encoded) > (75 if not out else 74):
+            out.append(current.decode())
+            current = b""
+        current += encoded
+    out.append(current.decode())
+    return "\r\n ".join(out)

@@ -1,0 +1,124 @@
+"""Programme API: bulletin CRUD and approval, audio uploads by content, calendar export, errors naming fields."""
+
+from __future__ import annotations
+
+import io
+import wave
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from radio.schedule.loader import load_programme
+from radio.service import Service
+from radio.settings import Settings
+from radio.web.app import create_app
+from tests.conftest import DEMO
+
+
+@pytest.fixture
+def client(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
+    """The app over a migrated database with the demo programme; no broker needed for these routes."""
+    from radio.db import migrate
+
+    service = Service(make_settings())
+    migrate(service.engine)
+    load_programme(DEMO, service.factory)
+    with TestClient(create_app(service, manage=False)) as client:
+        yield client
+    service.engine.dispose()
+
+
+def tone_wav(seconds: float = 1.0) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x10\x00\xf0" * int(4000 * seconds))
+    return buf.getvalue()
+
+
+def test_bulletin_lifecycle_draft_submit_approve_edit(client: TestClient) -> None:
+    """draft → submitted → approved; editing approved text returns it to draft; return needs a comment."""
+    body = {"id": "cat-nuoc", "title": "Thông báo cắt nước", "text": "TDP 3 tạm ngừng cấp nước từ 8h đến 11h."}
+    r = client.post("/api/v1/bulletins", json=body)
+    assert r.status_code == 201 and r.json()["status"] == "draft"
+    assert client.post("/api/v1/bulletins", json=body).status_code == 409
+    assert client.post("/api/v1/bulletins/cat-nuoc/approve").status_code == 409  # not submitted yet
+    assert client.post("/api/v1/bulletins/cat-nuoc/submit").json()["status"] == "submitted"
+    r = client.post("/api/v1/bulletins/cat-nuoc/approve", headers={"X-Radio-User": "pho-chu-tich"})
+    assert r.json()["status"] == "approved" and r.json()["approved_by"] == "pho-chu-tich"
+    edit = {"title": "Thông báo cắt nước", "text": "TDP 3 tạm ngừng cấp nước từ 8h đến 12h."}
+    r = client.put("/api/v1/bulletins/cat-nuoc", json=edit)
+    assert r.json()["status"] == "draft" and r.json()["approved_by"] is None
+    client.post("/api/v1/bulletins/cat-nuoc/submit")
+    r = client.post("/api/v1/bulletins/cat-nuoc/return", json={"comment": ""})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "comment"
+    r = client.post("/api/v1/bulletins/cat-nuoc/return", json={"comment": "Ghi rõ ngày."})
+    assert r.json()["status"] == "draft" and r.json()["review_comment"] == "Ghi rõ ngày."
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"id": "Bad Id!", "title": "x", "text": "y"}, "id"),
+    ({"id": "ok", "title": "", "text": "y"}, "title"),
+    ({"id": "ok", "title": "x", "text": "   "}, "text"),
+    ({"id": "ok", "title": "x", "text": "y" * 20001}, "text"),
+    ({"id": "ok", "title": "x", "text": "y", "rate": 5}, "rate"),
+    ({"id": "ok", "title": "x", "text": "y", "surprise": 1}, "surprise"),
+])
+def test_bad_bulletins_get_422_naming_the_field(client: TestClient, body: dict[str, object], field: str) -> None:
+    """Invalid bulletin input is refused with 422 and the offending field named, and nothing is stored."""
+    r = client.post("/api/v1/bulletins", json=body)
+    assert r.status_code == 422
+    assert field in r.text
+    assert client.get("/api/v1/bulletins/ok").status_code == 404
+
+
+def test_bulletin_used_by_a_slot_cannot_be_deleted(client: TestClient) -> None:
+    """Deleting a bulletin that a slot plays is refused with the slot named; an unused one is deleted."""
+    r = client.delete("/api/v1/bulletins/nhac-lich-mot-cua")
+    assert r.status_code == 409 and "nhac-lich-mot-cua" in r.json()["detail"]
+    client.post("/api/v1/bulletins", json={"id": "tam", "title": "Tạm", "text": "Thử."})
+    assert client.delete("/api/v1/bulletins/tam").status_code == 204
+    assert client.get("/api/v1/bulletins/tam").status_code == 404
+
+
+def test_upload_is_accepted_by_content_not_by_name(client: TestClient) -> None:
+    """A WAV named .mp3 is accepted and measured; a text file named .mp3 is refused with 422 on 'file'."""
+    r = client.post("/api/v1/assets", data={"id": "tieng-keng", "name": "Tiếng kẻng"},
+                    files={"file": ("keng.mp3", tone_wav(2.0), "audio/mpeg")})
+    assert r.status_code == 201, r.text
+    asset = r.json()
+    assert asset["duration_s"] == pytest.approx(2.0, abs=0.1) and len(asset["sha256"]) == 64
+    assert client.get(f"/audio/{asset['sha256']}.mp3").status_code == 200
+    r = client.post("/api/v1/assets", data={"id": "gia", "name": "Giả"},
+                    files={"file": ("gia.mp3", b"ID3 this is not audio at all" * 10, "audio/mpeg")})
+    assert r.status_code == 422 and "file" in r.text
+    r = client.post("/api/v1/assets", data={"id": "../etc", "name": "x"},
+                    files={"file": ("a.wav", tone_wav(), "audio/wav")})
+    assert r.status_code == 422
+
+
+def test_audio_route_refuses_traversal_and_unknown_hashes(client: TestClient) -> None:
+    """Audio is served only by a 64-hex hash; anything else is a 404, never a file read."""
+    for name in ("..%2F..%2Fetc%2Fpasswd", "0" * 64 + ".mp3", "ABC.mp3", "../radio.db"):
+        assert client.get(f"/audio/{name}").status_code == 404
+
+
+def test_calendar_lists_coming_occurrences_per_zone(client: TestClient) -> None:
+    """The iCalendar export has one VEVENT per coming occurrence, filtered by zone, with folded lines."""
+    whole = client.get("/api/v1/calendar.ics", params={"days": 7})
+    assert whole.status_code == 200 and whole.headers["content-type"].startswith("text/calendar")
+    text = whole.text
+    assert text.startswith("BEGIN:VCALENDAR\r\n") and text.rstrip().endswith("END:VCALENDAR")
+    assert all(len(line.encode()) <= 75 for line in text.split("\r\n"))
+    tdp4 = client.get("/api/v1/calendar.ics", params={"days": 7, "zone": "tdp-4"}).text
+    assert 0 < tdp4.count("BEGIN:VEVENT") < text.count("BEGIN:VEVENT")
+    assert "Chuy" in tdp4  # the digital-transformation slot plays on TDP 4
+
+
+def test_emergency_needs_a_running_broadcaster(client: TestClient) -> None:
+    """Without a broker connection an emergency is refused with 503, not a crash."""
+    r = client.post("/api/v1/emergency", json={"text": "Bão số 3 đang đến gần."})
+    assert r.status_code == 503
