@@ -11,7 +11,6 @@ previous part ends. Every targeted node gets one command per part, and one deliv
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -294,10 +293,10 @@ class Broadcaster:
         return commands
 
     def publish(self, command: Command) -> None:
-        self.mqtt.publish(command.topic, json.dumps(command.payload, ensure_ascii=False).encode(), qos=1)
-        with transaction(self.factory) as session:
-            row = session.get_one(Command, command.id)
-            row.published_at, row.attempts = utcnow(), row.attempts + 1
+        # The outbox sends it and marks it published; its worker resends it until answered or expired.
+        from radio.dispatch.outbox import publish_command
+
+        publish_command(self.factory, self.mqtt, command)
 
 
 def _speech_part(bulletin: Bulletin) -> SpeechPart:

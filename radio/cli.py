@@ -54,14 +54,23 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_node(args: argparse.Namespace, settings: Settings) -> int:
-    from radio.dispatch.mqtt import BrokerAddress
-    from radio.node.agent import NodeAgent, NodeConfig
+    import os
 
-    url = args.broker or settings.mqtt_url or f"mqtt://{settings.embedded_mqtt_host}:{settings.embedded_mqtt_port}"
-    config = NodeConfig(node_id=args.id, zone_id=args.zone, site=settings.site_id, broker=BrokerAddress.parse(url),
-                        cache_dir=args.cache or settings.data_dir / "node-cache" / args.id)
-    print(f"Cụm loa {args.id} ({args.zone}) kết nối tới {url}")
-    return _run_async(NodeAgent(config).run())
+    from radio.node.agent import NodeAgent, until_signal
+    from radio.node.config import load_node_config
+    from radio.node.players import detect_player
+
+    broker = args.broker or settings.mqtt_url or f"mqtt://{settings.embedded_mqtt_host}:{settings.embedded_mqtt_port}"
+    config = load_node_config(
+        args.config, id=args.id, zone=args.zone, cache_dir=args.cache, player=args.player, volume=args.volume,
+        # Flags win over the file and RADIO_NODE_*; the service's own settings only fill what nothing else gives.
+        broker=args.broker or (None if args.config or "RADIO_NODE_BROKER" in os.environ else broker),
+        site=None if args.config or "RADIO_NODE_SITE" in os.environ else settings.site_id,
+    )
+    player, note = detect_player(config.player)
+    logging.getLogger("radio.node").info("Cụm loa %s: phát qua %s", config.node_id, note)
+    print(f"Cụm loa {config.node_id} ({config.zone_id}) kết nối tới {config.broker}")
+    return _run_async(until_signal(NodeAgent(config, player).run()))
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -70,23 +79,46 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from radio.db import make_engine, migrate, session_factory
     from radio.dispatch.mqtt import BrokerAddress
     from radio.models import Node
-    from radio.node.agent import NodeConfig
-    from radio.node.simulator import Fleet
+    from radio.node.agent import until_signal
+    from radio.node.config import NodeConfig
+    from radio.node.simulator import FaultConfig, Fleet
 
     engine = make_engine(settings.db_url)
     migrate(engine)
     with session_factory(engine)() as session:
         nodes = list(session.scalars(select(Node).order_by(Node.id)))
+    engine.dispose()
     if args.nodes:
         nodes = nodes[: args.nodes]
     if not nodes:
         raise RadioError("chưa có cụm loa nào trong cơ sở dữ liệu: hãy nạp chương trình (radio schedule load)")
     url = args.broker or settings.mqtt_url or f"mqtt://{settings.embedded_mqtt_host}:{settings.embedded_mqtt_port}"
     address = BrokerAddress.parse(url)
+    cache = args.cache or settings.data_dir / "node-cache"
     configs = [NodeConfig(node_id=n.id, zone_id=n.zone_id, site=settings.site_id, broker=address,
-                          cache_dir=settings.data_dir / "node-cache" / n.id) for n in nodes]
-    print(f"Mô phỏng {len(configs)} cụm loa, kết nối tới {url}")
-    return _run_async(Fleet(configs).run())
+                          cache_dir=cache / n.id, heartbeat_s=args.heartbeat_s) for n in nodes]
+    faults = FaultConfig(
+        offline=args.offline, offline_after_s=args.offline_after, offline_for_s=args.offline_for, drop=args.drop,
+        duplicate=args.duplicate, slow=args.slow, slow_s=args.slow_s, corrupt=args.corrupt,
+        corrupt_always=args.corrupt_always, clock_skew_s=args.clock_skew, crash=args.crash,
+        crash_restart_s=args.crash_restart, seed=args.seed)
+    fleet = Fleet(configs, speed=args.speed, faults=faults)
+    print(f"Mô phỏng {len(configs)} cụm loa, kết nối tới {url}" + (f"; lỗi giả lập: {faults}" if faults.any else ""),
+          flush=True)
+
+    async def run() -> None:
+        tasks = [asyncio.create_task(fleet.run())]
+        if args.summary > 0:
+            tasks.append(asyncio.create_task(fleet.report(args.summary)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            print(fleet.summary(), flush=True)
+
+    return _run_async(until_signal(run()))
 
 
 def _run_async(coro: object) -> int:
@@ -109,7 +141,7 @@ def _factory(settings: Settings):  # type: ignore[no-untyped-def]
 def cmd_schedule_load(args: argparse.Namespace, settings: Settings) -> int:
     from radio.schedule.loader import load_programme
 
-    report = load_programme(args.file, _factory(settings))
+    report = load_programme(args.file, _factory(settings), settings=settings)
     print(f"Đã nạp {args.file}: {report}")
     return 0
 
@@ -146,27 +178,194 @@ def cmd_tts_say(args: argparse.Namespace, settings: Settings) -> int:
 
     from radio.speech.prepare import prepare_speech
 
-    audio = prepare_speech([args.text], settings, engine=args.engine, voice=args.voice, rate=args.rate)
+    long_job = 10  # sentences; beyond this progress is shown even when stderr is not a terminal
+    if args.pitch is not None:
+        settings = settings.model_copy(update={"espeak_pitch": args.pitch})
+    text = sys.stdin.read() if args.text == "-" else args.text
+    interactive = sys.stderr.isatty()
+    open_line = False
+
+    def progress(done: int, total: int) -> None:
+        nonlocal open_line
+        if interactive or total > long_job:
+            open_line = done < total  # the last update ends the line, before the log says "prepared"
+            print(f"\rĐang tổng hợp câu {done}/{total}…", end="" if open_line else "\n", file=sys.stderr,
+                  flush=True)
+
+    try:
+        audio = prepare_speech([text], settings, engine=args.engine, voice=args.voice, rate=args.rate,
+                               progress=progress)
+    finally:
+        if open_line:
+            print(file=sys.stderr)
     shutil.copyfile(audio.path, args.output)
     note = f"; dự phòng: {audio.fallback_reason}" if audio.fallback_reason else ""
-    print(f"{args.output}: {audio.duration_s:.1f} giây, {audio.engine}{note}")
+    cached = ", từ bộ nhớ đệm" if audio.cached else ""
+    print(f"{args.output}: {audio.duration_s:.1f} giây, {audio.engine}{cached}{note}")
     return 0
 
 
 def cmd_tts_normalize(args: argparse.Namespace, settings: Settings) -> int:
+    from radio.speech.lexicon import site_lexicon
     from radio.speech.normalize import normalize
 
-    print(normalize(args.text))
+    print(normalize(args.text, site_lexicon(settings)))  # the officer's own words included
     return 0
 
 
 # log -------------------------------------------------------------------------------------------------
+def _cli_period(args: argparse.Namespace, settings: Settings, required: bool = False):  # type: ignore[no-untyped-def]
+    """--from/--to as a Period (whole local days, both included); None when neither is given."""
+    from radio.logbook.asrun import Period
+
+    first, last = getattr(args, "date_from", None), getattr(args, "date_to", None)
+    if first is None and last is None and not required:
+        return None
+    if first is None or last is None:
+        raise ValueError("cần cả --from và --to (ví dụ --from 2024-01-01 --to 2024-09-15)")
+    return Period.parse(first, last, settings.tz)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def cmd_log(args: argparse.Namespace, settings: Settings) -> int:
-    from radio.logbook.report import as_run_table
+    from radio.logbook import asrun
+
+    if args.page < 1 or not 1 <= args.limit <= asrun.MAX_LIMIT:
+        raise ValueError(f"--page phải từ 1, --limit từ 1 đến {asrun.MAX_LIMIT}")
+    tz = settings.tz
+    with _factory(settings)() as session:
+        page = asrun.query(session, period=_cli_period(args, settings), zone=args.zone, segment=args.segment,
+                           priority=args.priority, outcome=args.outcome, limit=args.limit,
+                           offset=(args.page - 1) * args.limit)
+    if not page.items:
+        filtered = any((args.date_from, args.date_to, args.zone, args.segment, args.priority, args.outcome))
+        if page.total:
+            print(f"Trang {args.page} trống (tổng {page.total} lượt phát).")
+        else:
+            print("Không có lượt phát nào khớp điều kiện." if filtered else "Chưa có lượt phát nào.")
+        return 0
+
+    def hms(at: dt.datetime | None) -> str:
+        return at.astimezone(tz).strftime("%H:%M:%S.%f")[:-3] if at else ""
+
+    rows = [("Giờ phát", "Nội dung", "Kết quả", "Phủ", "Cụm loa", "Phần", "Trạng thái", "Nhận lệnh", "Bắt đầu",
+             "Đã phát (giây)", "Lý do")]
+    for b in page.items:
+        cover = f"{b.played_fully}/{b.targeted}" if b.targeted else ""
+        head = (b.scheduled_at.astimezone(tz).strftime("%d/%m/%Y %H:%M"), b.title[:36], b.status_vi, cover)
+        if not b.deliveries:
+            rows.append((*head, "", "", "", "", "", "", (b.reason or "")[:60]))
+        for i, d in enumerate(b.deliveries):
+            rows.append((*(head if i == 0 else ("", "", "", "")), d.node_id, str(d.part + 1), d.state_vi,
+                         hms(d.received_at), hms(d.started_at), f"{d.played_s:.1f}" if d.played_s is not None else "",
+                         (d.reason or (b.reason if i == 0 else "") or "")[:60]))
+    print(_table(rows))
+    pages = (page.total + args.limit - 1) // args.limit
+    print(f"\nTrang {args.page}/{pages} — tổng {page.total} lượt phát")
+    return 0
+
+
+# audit and reports -----------------------------------------------------------------------------------
+def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from radio.logbook import audit
+
+    anchors = [audit.parse_anchor(a) for a in args.anchor or []]
+    with _factory(settings)() as session:
+        result = audit.verify(session, anchors)
+    if result.ok:
+        head = result.head or audit.Head(0, audit.GENESIS)
+        print(f"Chuỗi nhật ký kiểm toán toàn vẹn: {result.count} bản ghi đã kiểm tra.")
+        print(f"Đầu chuỗi: bản ghi #{head.last_id}, SHA-256 {head.hash}")
+        return 0
+    where = f" tại bản ghi {result.first_broken_id}" if result.first_broken_id is not None else ""
+    print(f"CHUỖI NHẬT KÝ KIỂM TOÁN BỊ PHÁ VỠ{where}: {result.reason_vi}")
+    print(f"({result.reason}; {result.count} bản ghi đầu tiên hợp lệ)")
+    return 1
+
+
+def cmd_audit_log(args: argparse.Namespace, settings: Settings) -> int:
+    from radio.logbook import audit
 
     with _factory(settings)() as session:
-        print(as_run_table(session, settings.tz, limit=args.limit))
+        total, rows = audit.entries(session, limit=args.limit, offset=args.offset, action=args.action,
+                                    entity_type=args.entity)
+    if not rows:
+        print("Nhật ký kiểm toán chưa có bản ghi nào." if total == 0 else "Không có bản ghi ở vị trí này.")
+        return 0
+    for entry in rows:
+        print(audit.describe(entry, settings.tz))
+    print(f"\n{len(rows)}/{total} bản ghi, mới nhất trước")
     return 0
+
+
+def cmd_audit_head(args: argparse.Namespace, settings: Settings) -> int:
+    from radio.logbook import audit
+
+    with _factory(settings)() as session:
+        print(audit.head(session))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from radio.logbook import reports
+
+    fmt = args.format or (args.output.suffix.lower().lstrip(".") if args.output.suffix else "pdf")
+    if fmt not in reports.FORMATS:
+        raise ValueError(f"định dạng không hỗ trợ {fmt!r}; chọn pdf, xlsx hoặc csv")
+    period = _cli_period(args, settings, required=True)
+    with _factory(settings)() as session:
+        report = reports.build_report(session, settings, period.first, period.last)
+    args.output.write_bytes(reports.render(report, fmt))
+    print(f"Đã lập {args.output} ({fmt.upper()}): {report.period.label_vi}; "
+          f"nhật ký kiểm toán #{report.head.last_id} {'toàn vẹn' if report.chain_ok else 'BỊ PHÁ VỠ'}")
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from radio.logbook import asrun
+
+    period = _cli_period(args, settings, required=True)
+    with _factory(settings)() as session:
+        result = asrun.reconcile(session, period, grace_s=settings.misfire_grace_s, zone=args.zone,
+                                 segment=args.segment)
+    if not result.rows:
+        print(f"Không có lượt phát nào theo lịch — {period.label_vi}.")
+        return 0
+    rows = [("Thời gian", "Chương trình", "Theo lịch", "Kết quả", "Phủ", "Lý do")]
+    for r in result.rows:
+        rows.append((r.local_time, r.title[:40], "có" if r.planned else "ngoài lịch", r.category_vi,
+                     f"{r.played_fully}/{r.targeted}" if r.targeted else "", (r.reason or "")[:70]))
+    print(_table(rows))
+    print(f"\n{period.label_vi}: " + "; ".join(f"{asrun.CATEGORY_VI[asrun.Category(c)]} {n}"
+                                               for c, n in result.counts.items() if n))
+    return 0
+
+
+def cmd_export_exchange(args: argparse.Namespace, settings: Settings) -> int:
+    from radio.logbook import exchange
+
+    with _factory(settings)() as session:
+        doc = exchange.build(session, settings, _cli_period(args, settings))
+    text = exchange.dumps(doc)
+    if str(args.output) == "-":
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"Đã xuất {args.output}: {len(doc['as_run'])} lượt phát, {len(doc['clusters'])} cụm loa "
+              f"(lược đồ {doc['schema']})")
+    return 0
+
+
+def _period_options(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--from", dest="date_from", required=required, metavar="NGÀY",
+                   help="ngày đầu, ví dụ 2024-01-01 hoặc 01/01/2024")
+    p.add_argument("--to", dest="date_to", required=required, metavar="NGÀY", help="ngày cuối (tính cả ngày này)")
 
 
 # parser ----------------------------------------------------------------------------------------------
@@ -182,16 +381,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--programme", type=Path, help="nạp tệp chương trình YAML khi khởi động")
     p.set_defaults(handler=cmd_serve)
 
-    p = sub.add_parser("node", help="chạy phần mềm của một cụm loa")
-    p.add_argument("--id", required=True, help="mã cụm loa")
-    p.add_argument("--zone", required=True, help="mã tổ dân phố của cụm loa")
+    p = sub.add_parser("node", help="chạy phần mềm của một cụm loa (cấu hình: tệp --config, biến RADIO_NODE_*)")
+    p.add_argument("--config", type=Path, help="tệp cấu hình TOML hoặc INI (mục [node])")
+    p.add_argument("--id", help="mã cụm loa")
+    p.add_argument("--zone", help="mã tổ dân phố của cụm loa")
     p.add_argument("--broker", help="địa chỉ MQTT, ví dụ mqtt://127.0.0.1:1883")
     p.add_argument("--cache", type=Path, help="thư mục lưu âm thanh tải về")
+    p.add_argument("--player", help="auto (mặc định), mpv, ffplay, ffmpeg-pulse, ffmpeg-alsa, aplay, paplay, null, "
+                                    "simulated")
+    p.add_argument("--volume", type=int, help="âm lượng ban đầu 0–100")
     p.set_defaults(handler=cmd_node)
 
-    p = sub.add_parser("simulate", help="mô phỏng các cụm loa đã đăng ký")
+    p = sub.add_parser("simulate", help="mô phỏng các cụm loa đã đăng ký (mỗi cụm một kết nối MQTT riêng)")
     p.add_argument("--nodes", type=int, help="chỉ mô phỏng N cụm loa đầu tiên")
     p.add_argument("--broker", help="địa chỉ MQTT")
+    p.add_argument("--cache", type=Path, help="thư mục bộ nhớ đệm của các cụm loa")
+    p.add_argument("--speed", type=float, default=1.0, help="phát nhanh gấp N lần (thử nghiệm)")
+    p.add_argument("--heartbeat-s", type=float, default=30.0, help="chu kỳ nhịp tim, giây")
+    p.add_argument("--summary", type=float, default=2.0, metavar="GIÂY", help="in tóm tắt mỗi N giây (0: tắt)")
+    f = p.add_argument_group("lỗi giả lập")
+    f.add_argument("--offline", type=float, default=0.0, metavar="TỈ_LỆ", help="tỉ lệ cụm loa mất kết nối")
+    f.add_argument("--offline-after", type=float, default=0.0, metavar="GIÂY", help="... sau khi kết nối N giây")
+    f.add_argument("--offline-for", type=float, default=30.0, metavar="GIÂY", help="... trong N giây rồi trở lại")
+    f.add_argument("--drop", type=float, default=0.0, metavar="XÁC_SUẤT", help="mất lệnh đến và báo cáo đi")
+    f.add_argument("--duplicate", type=float, default=0.0, metavar="XÁC_SUẤT", help="nhận trùng lệnh")
+    f.add_argument("--slow", type=float, default=0.0, metavar="TỈ_LỆ", help="tỉ lệ cụm loa tải âm thanh chậm")
+    f.add_argument("--slow-s", type=float, default=5.0, metavar="GIÂY", help="... chậm thêm N giây")
+    f.add_argument("--corrupt", type=float, default=0.0, metavar="TỈ_LỆ", help="tải về hỏng lần đầu")
+    f.add_argument("--corrupt-always", type=float, default=0.0, metavar="TỈ_LỆ", help="tải về luôn hỏng")
+    f.add_argument("--clock-skew", type=float, default=0.0, metavar="GIÂY", help="đồng hồ lệch ngẫu nhiên ±N giây")
+    f.add_argument("--crash", type=float, default=0.0, metavar="TỈ_LỆ", help="tỉ lệ cụm loa sập giữa lúc phát")
+    f.add_argument("--crash-restart", type=float, default=2.0, metavar="GIÂY", help="... khởi động lại sau N giây")
+    f.add_argument("--seed", type=int, default=1, help="hạt giống ngẫu nhiên (lặp lại được)")
     p.set_defaults(handler=cmd_simulate)
 
     sched = sub.add_parser("schedule", help="chương trình phát").add_subparsers(dest="sub", required=True,
@@ -210,19 +431,59 @@ def build_parser() -> argparse.ArgumentParser:
     tts = sub.add_parser("tts", help="chuyển văn bản thành giọng nói").add_subparsers(dest="sub", required=True,
                                                                                    metavar="LỆNH")
     p = tts.add_parser("say", help="tạo đúng âm thanh sẽ phát (MP3)")
-    p.add_argument("text")
-    p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--engine", choices=["espeak", "gtts"])
-    p.add_argument("--voice")
-    p.add_argument("--rate", type=int)
+    p.add_argument("text", help="văn bản cần đọc; '-' để đọc từ đầu vào chuẩn")
+    p.add_argument("-o", "--output", type=Path, required=True, help="tệp MP3 ra")
+    p.add_argument("--engine", choices=["espeak", "gtts", "piper"], help="bộ đọc (mặc định: của đài)")
+    p.add_argument("--voice", help="giọng, ví dụ vi, vi-vn-x-central, vi-vn-x-south (espeak)")
+    p.add_argument("--rate", type=int, help="tốc độ đọc, từ/phút (80–450)")
+    p.add_argument("--pitch", type=int, choices=range(101), metavar="0-100", help="cao độ giọng espeak (mặc định 50)")
     p.set_defaults(handler=cmd_tts_say)
     p = tts.add_parser("normalize", help="in cách đọc của văn bản")
     p.add_argument("text")
     p.set_defaults(handler=cmd_tts_normalize)
 
-    p = sub.add_parser("log", help="nhật ký phát sóng, mới nhất trước")
-    p.add_argument("--limit", type=int, default=30)
+    p = sub.add_parser("log", help="nhật ký phát sóng theo từng cụm loa, mới nhất trước")
+    _period_options(p)
+    p.add_argument("--zone", help="chỉ một tổ dân phố (mã, ví dụ tdp-1)")
+    p.add_argument("--segment", help="chỉ một chuyên mục (mã)")
+    p.add_argument("--priority", choices=["normal", "priority", "emergency"], help="mức ưu tiên")
+    p.add_argument("--outcome", choices=["preparing", "on_air", "completed", "partial", "failed", "not_aired", "missed",
+                                         "preempted"], help="kết quả của lượt phát")
+    p.add_argument("--page", type=int, default=1, help="trang (từ 1)")
+    p.add_argument("--limit", type=int, default=30, help="số lượt phát mỗi trang (mặc định 30)")
     p.set_defaults(handler=cmd_log)
+
+    p = sub.add_parser("reconcile", help="đối chiếu lịch phát với thực tế phát trong một khoảng thời gian")
+    _period_options(p, required=True)
+    p.add_argument("--zone", help="chỉ một tổ dân phố")
+    p.add_argument("--segment", help="chỉ một chuyên mục")
+    p.set_defaults(handler=cmd_reconcile)
+
+    p = sub.add_parser("report", help="lập báo cáo kết quả phát thanh (PDF, XLSX, CSV) làm tài liệu minh chứng")
+    _period_options(p, required=True)
+    p.add_argument("--format", choices=["pdf", "xlsx", "csv"], help="định dạng (mặc định: theo đuôi tệp, hoặc pdf)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="tệp báo cáo ra")
+    p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("export-exchange", help="xuất dữ liệu JSON để trao đổi với hệ thống thông tin nguồn cấp tỉnh")
+    _period_options(p)
+    p.add_argument("-o", "--output", type=Path, required=True, help="tệp JSON ra ('-' = màn hình)")
+    p.set_defaults(handler=cmd_export_exchange)
+
+    aud = sub.add_parser("audit", help="nhật ký kiểm toán (ai, khi nào, thay đổi gì)").add_subparsers(
+        dest="sub", required=True, metavar="LỆNH")
+    p = aud.add_parser("verify", help="kiểm tra chuỗi mã băm; báo bản ghi đầu tiên bị sửa hoặc bị xóa")
+    p.add_argument("--anchor", action="append", metavar="SỐ:SHA256",
+                   help="mốc đầu chuỗi đã lưu trước đây (in trên báo cáo, hoặc từ 'radio audit head'); lặp lại được")
+    p.set_defaults(handler=cmd_audit_verify)
+    p = aud.add_parser("log", help="xem nhật ký kiểm toán, mới nhất trước")
+    p.add_argument("--limit", type=int, default=20, help="số bản ghi (mặc định 20)")
+    p.add_argument("--offset", type=int, default=0, help="bỏ qua N bản ghi mới nhất")
+    p.add_argument("--action", help="chỉ một loại thao tác, ví dụ bulletin.approved")
+    p.add_argument("--entity", help="chỉ một loại đối tượng, ví dụ slot")
+    p.set_defaults(handler=cmd_audit_log)
+    p = aud.add_parser("head", help="in mốc đầu chuỗi (SỐ:SHA256) để lưu ngoài cơ sở dữ liệu")
+    p.set_defaults(handler=cmd_audit_head)
     return parser
 
 

@@ -20,6 +20,7 @@ from radio.db import transaction
 from radio.dispatch.messages import Command as CommandMsg
 from radio.dispatch.messages import CommandType
 from radio.errors import InvalidInput, NotFound
+from radio.logbook import audit
 from radio.models import (
     Broadcast,
     BroadcastStatus,
@@ -68,6 +69,11 @@ def trigger(broadcaster: Broadcaster, request: EmergencyRequest) -> int:
             status=BulletinStatus.APPROVED, approved_by=request.actor, approved_at=now,
         )
         session.add(bulletin)
+        session.flush()
+        audit.record(session, actor=request.actor, action=audit.EMERGENCY_TRIGGERED, entity_type="bulletin",
+                     entity_id=bulletin.id, before=None,
+                     after=audit.snapshot(bulletin, {"zones": list(request.zone_ids) or ["all"],
+                                                     "external_id": request.external_id}))
     log.warning("KHẨN CẤP do %s kích hoạt: «%s» trên %s", request.actor, request.title,
                 ", ".join(request.zone_ids) or "toàn phường")
     broadcast_id = broadcaster.air(Plan.of_bulletins(
@@ -228,5 +234,5 @@ def _broadcasts_for(broadcaster: Broadcaster, identifiers: list[str]) -> list[in
     with broadcaster.factory() as session:
         return list(session.scalars(select(Broadcast.id).where(
             Broadcast.external_id.in_(identifiers),
-            Broadcast.status.in_([BroadcastStatus.ON_AIR, BroadcastStatus.PREPARING, BroadcastStatus.COMPLETED]),
+            Broadcast.status.not_in([BroadcastStatus.NOT_AIRED, BroadcastStatus.MISSED]),
         ).order_by(Broadcast.id)))

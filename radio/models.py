@@ -134,6 +134,15 @@ class Node(Base):
     session: Mapped[int] = mapped_column(BigInteger, default=0)  # boot counter from the node's state
     last_seen_at: Mapped[dt.datetime | None]
     zone: Mapped[Zone] = relationship(back_populates="nodes")
+    # From the node's heartbeat (docs/protocol.md); silent_since is set when it stops talking while online.
+    volume: Mapped[int | None] = mapped_column(Integer)
+    playing_command_id: Mapped[str | None] = mapped_column(String(64))
+    link_rtt_ms: Mapped[float | None] = mapped_column(Float)
+    link_rssi_dbm: Mapped[int | None] = mapped_column(Integer)
+    clock_offset_ms: Mapped[float | None] = mapped_column(Float)
+    player: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[dt.datetime | None]
+    silent_since: Mapped[dt.datetime | None]
 
 
 class Segment(Base):

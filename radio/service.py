@@ -19,8 +19,10 @@ from radio.broadcast import Broadcaster, Plan
 from radio.db import make_engine, migrate, session_factory
 from radio.dispatch import topics
 from radio.dispatch.broker import EmbeddedBroker
+from radio.dispatch.clock import ClockResponder
 from radio.dispatch.mqtt import BrokerAddress, MqttClient
-from radio.logbook.recorder import Recorder
+from radio.dispatch.outbox import Outbox
+from radio.logbook.recorder import Recorder, flag_silent
 from radio.models import Bulletin, BulletinStatus, Node, Priority, utcnow
 from radio.node.agent import NodeConfig
 from radio.node.simulator import Fleet
@@ -43,6 +45,8 @@ class Service:
         self.broker: EmbeddedBroker | None = None
         self.mqtt: MqttClient | None = None
         self.recorder = Recorder(self.factory, settings.broadcast_timeout_s)
+        self.clock = ClockResponder(settings.site_id)
+        self.outbox: Outbox | None = None
         self.broadcaster: Broadcaster | None = None
         self.runner: SlotRunner | None = None
         self.fleet: Fleet | None = None
@@ -61,7 +65,7 @@ class Service:
         migrate(self.engine)
         self._stack.callback(self.engine.dispose)
         if self.programme is not None:
-            report = load_programme(self.programme, self.factory)
+            report = load_programme(self.programme, self.factory, settings=self.settings, actor="system")
             log.info("Đã nạp chương trình %s: %s", self.programme, report)
         if s.mqtt_url:
             address = BrokerAddress.parse(s.mqtt_url)
@@ -72,10 +76,14 @@ class Service:
             address = BrokerAddress.parse(self.broker.url)
         self.recorder.start()
         self._stack.callback(self.recorder.stop)
-        self.mqtt = MqttClient(address, f"radio-service-{s.site_id}", on_message=self.recorder.submit,
+        self.mqtt = MqttClient(address, f"radio-service-{s.site_id}-{s.instance_id}",
+                               on_message=self.clock.wrap(self.recorder.submit),
                                subscriptions=topics.service_subscriptions(s.site_id))
+        self.outbox = self._make_outbox(self.mqtt)  # before connecting: the first connect resends what is open
         self.mqtt.connect(s.mqtt_connect_timeout_s)
         self._stack.callback(self.mqtt.close)
+        self.outbox.start()
+        self._stack.callback(self.outbox.stop)
         self.broadcaster = Broadcaster(s, self.factory, self.mqtt)
         self.runner = SlotRunner(s, self.factory, self.broadcaster)
         self.runner.start()
@@ -89,6 +97,17 @@ class Service:
 
     def stop(self) -> None:
         self._stack.close()
+
+    def _make_outbox(self, mqtt: MqttClient) -> Outbox:
+        """Clock answers and the outbox ride on the service's MQTT client; the recorder tells the outbox who is back."""
+        s = self.settings
+        self.clock.publish = lambda topic, payload: mqtt.publish(topic, payload, qos=0)
+        outbox = Outbox(self.factory, mqtt, site=s.site_id, resend_s=float(getattr(s, "outbox_resend_s", 5.0)),
+                        tick_s=float(getattr(s, "outbox_tick_s", 1.0)), settle_timeout_s=s.broadcast_timeout_s,
+                        housekeeping=[lambda: flag_silent(self.factory, float(getattr(s, "node_silent_after_s", 90.0)))])
+        mqtt.add_on_connect(outbox.on_connect)
+        self.recorder.on_node_online = outbox.node_online
+        return outbox
 
     def air_demo(self) -> int | None:
         """Air the shortest approved bulletin on the whole ward, so a newcomer sees the path work in seconds."""

@@ -6,6 +6,7 @@ import time, so tests can build their own with overrides.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,13 +31,18 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
     public_base_url: str | None = Field(default=None, description="URL nodes use to fetch audio")
+    instance_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                             description="names this service instance (MQTT client id); unique per instance")
     site_id: str = Field(default="tho-xuong", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     timezone: str = "Asia/Ho_Chi_Minh"
 
     # Speech and sound
-    tts_engine: Literal["espeak", "gtts"] = "espeak"
+    tts_engine: Literal["espeak", "gtts", "piper"] = "espeak"
     tts_voice: str = "vi"
     tts_rate: int = Field(default=150, ge=80, le=400, description="words per minute (espeak)")
+    espeak_pitch: int = Field(default=50, ge=0, le=100, description="espeak-ng pitch")
+    piper_model: Path | None = Field(default=None, description="Piper voice model (.onnx; its .onnx.json beside it)")
+    piper_binary: str | None = Field(default=None, description="run this piper program instead of in-process piper-tts")
     gtts_timeout_s: float = Field(default=8.0, gt=0, le=120)
     loudness_target_dbfs: float = Field(default=-16.0, ge=-40, le=-3)
     sample_rate: int = Field(default=22050, ge=8000, le=48000)

@@ -144,6 +144,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         values: dict[str, object] = {
             "data_dir": tmp_path / "data", "http_port": port, "embedded_mqtt_port": free_port(),
             "public_base_url": f"http://127.0.0.1:{port}", "command_lead_s": 1.0, "broadcast_timeout_s": 20.0,
+            # One-off test slots fire "now", whatever the hour: no quiet hours here (rules have their own tests).
+            "quiet_hours": "00:00-00:00",
         }
         values.update(overrides)
         return load_settings(**values)

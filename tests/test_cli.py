@@ -22,9 +22,9 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_schedule_load_then_preview_lists_coming_occurrences(capsys: pytest.CaptureFixture[str]) -> None:
     """Loading the demo programme reports what was created, and preview lists the coming week per slot."""
     assert main(["schedule", "load", str(DEMO)]) == 0
-    assert "slots: 8 created" in capsys.readouterr().out
+    assert "slots: 10 created" in capsys.readouterr().out
     assert main(["schedule", "load", str(DEMO)]) == 0
-    assert "slots: 0 created, 0 updated, 8 unchanged" in capsys.readouterr().out
+    assert "slots: 0 created, 0 updated, 10 unchanged" in capsys.readouterr().out
     assert main(["schedule", "preview", "--days", "7", "--zone", "tdp-4"]) == 0
     out = capsys.readouterr().out
     assert "Chuyên mục Chuyển đổi số" in out and "TDP 1, 2, 3" not in out
@@ -77,3 +77,13 @@ def test_log_on_an_empty_database(capsys: pytest.CaptureFixture[str]) -> None:
     """`radio log` on a fresh database says there is nothing yet."""
     assert main(["log"]) == 0
     assert "Chưa có lượt phát nào" in capsys.readouterr().out
+
+
+def test_a_changing_load_is_audited_and_the_chain_verifies(capsys: pytest.CaptureFixture[str]) -> None:
+    """Loading a programme appends one audit entry (an unchanged reload none), and the chain verifies."""
+    assert main(["schedule", "load", str(DEMO)]) == 0
+    assert main(["schedule", "load", str(DEMO)]) == 0
+    capsys.readouterr()
+    assert main(["audit", "log"]) == 0
+    assert capsys.readouterr().out.count("programme.loaded") == 1
+    assert main(["audit", "verify"]) == 0

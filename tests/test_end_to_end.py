@@ -215,10 +215,10 @@ def test_scheduler_fires_a_slot_added_by_the_cli_while_running(
         "bulletins:\n  - id: thu-nghiem\n    title: Thử nghiệm\n    approved: true\n"
         "    text: Đây là bản tin thử nghiệm của đài truyền thanh phường.\n"
         f"slots:\n  - id: thu-nghiem\n    name: Thử nghiệm\n    time: \"{local:%H:%M:%S}\"\n"
-        f"    dates: [{local:%Y-%m-%d}]\n    zones: [tdp-1]\n    play: [thu-nghiem]\n",
+        f"    dates: [{local:%Y-%m-%d}]\n    priority: ưu tiên\n    zones: [tdp-1]\n    play: [thu-nghiem]\n",
         encoding="utf-8",
     )
-    load_programme(extra, service.factory)  # what `radio schedule load` does, on the same database
+    load_programme(extra, service.factory, settings=service.settings)  # what `radio schedule load` does, on the same database
 
     def fired() -> bool:
         with service.factory() as session:

@@ -97,6 +97,59 @@ class NodeState(Wire):
     at: AwareDatetime | None = None
 
 
+class LinkQuality(Wire):
+    """How good the node's uplink is: the MQTT round trip of its best recent clock sample, and radio signal if known."""
+
+    rtt_ms: float | None = Field(default=None, ge=0, le=600_000)
+    rssi_dbm: int | None = Field(default=None, ge=-150, le=0)
+
+
+class Playing(Wire):
+    """What a node is playing right now (in heartbeats)."""
+
+    command_id: Id
+    broadcast_id: int | None = None
+    priority: Literal["normal", "priority", "emergency"] = "normal"
+    title: str = Field(default="", max_length=300)
+    since: AwareDatetime
+
+
+class Heartbeat(Wire):
+    """Node → server on ``hb/<node>`` every ``heartbeat_s`` (and on connect), QoS 0, never retained."""
+
+    v: Literal[1] = 1
+    node: Id
+    session: int = Field(ge=0)
+    at: AwareDatetime
+    volume: int = Field(ge=0, le=100)
+    playing: Playing | None = None
+    link: LinkQuality = LinkQuality()
+    clock_offset_ms: float | None = Field(default=None, ge=-86_400_000, le=86_400_000)
+    clock_synced: bool = False
+    player: str = Field(default="", max_length=64)
+    uptime_s: float = Field(default=0, ge=0)
+    cache_bytes: int = Field(default=0, ge=0)
+
+
+class ClockRequest(Wire):
+    """Node → server on ``clock/<node>``, QoS 0: ``t0`` is the node's own clock when it sent this (Unix seconds)."""
+
+    v: Literal[1] = 1
+    node: Id
+    id: Id
+    t0: float
+
+
+class ClockReply(Wire):
+    """Server → node on ``clock/<node>/reply``, QoS 0: ``t0`` echoed; ``t1`` received and ``t2`` sent, server clock."""
+
+    v: Literal[1] = 1
+    id: Id
+    t0: float
+    t1: float
+    t2: float
+
+
 W = TypeVar("W", bound=Wire)
 
 

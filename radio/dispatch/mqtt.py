@@ -56,6 +56,7 @@ class MqttClient:
         self._subscriptions = subscriptions or []
         self._on_message = on_message
         self._connected = threading.Event()
+        self._on_connect: list[Callable[[], None]] = []
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                                    protocol=paho.MQTTv311)
         # Let the broker hold many in-flight QoS 1 messages; paho's default of 20 throttles fan-out.
@@ -73,6 +74,10 @@ class MqttClient:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def add_on_connect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on paho's thread: it must only signal) after every (re)connect."""
+        self._on_connect.append(callback)
 
     def connect(self, timeout_s: float) -> None:
         """Connect and wait for CONNACK; raise ServiceUnavailable with the broker's address otherwise."""
@@ -108,6 +113,11 @@ class MqttClient:
             client.subscribe(topic, qos=1)
         self._connected.set()
         log.info("connected to MQTT broker %s", self.address)
+        for callback in self._on_connect:
+            try:
+                callback()
+            except Exception:  # a listener bug must never kill paho's network thread
+                log.exception("on-connect listener failed")
 
     def _handle_disconnect(self, _c: paho.Client, _ud: object, _flags: object, reason: object,
                            _props: object) -> None:
@@ -118,6 +128,6 @@ class MqttClient:
     def _handle_message(self, _c: paho.Client, _ud: object, msg: paho.MQTTMessage) -> None:
         if self._on_message is not None:
             try:
-                self._on_message(msg.topic, msg.payload)
+                self._on_message(msg.topic, bytes(msg.payload))
             except Exception:  # a handler bug must never kill paho's network thread
                 log.exception("message handler failed for %s", msg.topic)

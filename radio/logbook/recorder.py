@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import queue
 import threading
+from collections import Counter
 from collections.abc import Callable
 
 from sqlalchemy import select
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from radio.broadcast import settle
 from radio.db import transaction
 from radio.dispatch import topics
-from radio.dispatch.messages import BadMessage, Event, EventType, NodeState, parse
+from radio.dispatch.messages import BadMessage, Event, EventType, Heartbeat, NodeState, parse
 from radio.models import Broadcast, BroadcastStatus, Delivery, DeliveryState, Node, utcnow
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,11 @@ class Recorder:
         self.queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
         self.received = 0  # messages taken off MQTT (for tests and metrics)
         self.dropped = 0
+        self.events: Counter[str] = Counter()  # accepted events by type, duplicates included
+        self.heartbeats = 0
+        # Called (on this worker's thread, after commit) with each node that says it is online: the outbox
+        # resends what that node has not answered yet.
+        self.on_node_online: Callable[[str], None] | None = None
         self._thread = threading.Thread(target=self._work, name="recorder", daemon=True)
 
     def start(self) -> None:
@@ -79,17 +85,24 @@ class Recorder:
 
     def process(self, messages: list[tuple[str, bytes]]) -> None:
         touched: set[int] = set()
+        online: list[str] = []
         with transaction(self.factory) as session:
             for topic, payload in messages:
                 self.received += 1
                 sender = topics.node_of(topic)
+                kind = topics.kind_of(topic)
                 try:
-                    if "/state/" in topic:
-                        self._state(session, sender, parse(NodeState, payload))
-                    elif "/evt/" in topic:
+                    if kind == "state":
+                        if self._state(session, sender, parse(NodeState, payload)):
+                            online.append(str(sender))
+                    elif kind == "evt":
                         broadcast_id = self._event(session, sender, parse(Event, payload))
                         if broadcast_id is not None:
                             touched.add(broadcast_id)
+                    elif kind == "hb":
+                        self._heartbeat(session, sender, parse(Heartbeat, payload))
+                    else:
+                        raise BadMessage("not a node → service topic of protocol v1")
                 except BadMessage as exc:
                     self.dropped += 1
                     log.warning("dropped a message on %s: %s", topic, exc)
@@ -100,18 +113,42 @@ class Recorder:
                     settle(session, broadcast, now, self.timeout_s)
         if self.on_change is not None:
             self.on_change()
+        if self.on_node_online is not None:
+            for node_id in online:
+                self.on_node_online(node_id)
 
-    def _state(self, session: Session, sender: str | None, state: NodeState) -> None:
+    def _state(self, session: Session, sender: str | None, state: NodeState) -> bool:
+        """Apply a node's retained state; True if it says the node is (back) online."""
         if state.node != sender:
             raise BadMessage(f"state for node {state.node!r} published on the topic of {sender!r}")
         node = session.get(Node, state.node)
         if node is None:
             raise BadMessage(f"unknown node {state.node!r}")
         if state.session < node.session:  # a late Last Will of an earlier boot: the node is back already
-            return
+            return False
+        if node.online != state.online or node.session != state.session:
+            log.info("Cụm loa %s %s", node.id, "trực tuyến" if state.online else "mất kết nối")
         node.session, node.online = state.session, state.online
-        node.last_seen_at = utcnow()
-        log.info("Cụm loa %s %s", node.id, "trực tuyến" if state.online else "mất kết nối")
+        _seen(node)
+        return state.online
+
+    def _heartbeat(self, session: Session, sender: str | None, hb: Heartbeat) -> None:
+        if hb.node != sender:
+            raise BadMessage(f"heartbeat for node {hb.node!r} published on the topic of {sender!r}")
+        node = session.get(Node, hb.node)
+        if node is None:
+            raise BadMessage(f"unknown node {hb.node!r}")
+        self.heartbeats += 1
+        if hb.session < node.session:  # from an earlier boot, delivered late
+            return
+        if not node.online or hb.session > node.session:  # a heartbeat proves it is up, even if its state got lost
+            node.online, node.session = True, hb.session
+        node.volume, node.player = hb.volume, hb.player or None
+        node.playing_command_id = hb.playing.command_id if hb.playing else None
+        node.link_rtt_ms, node.link_rssi_dbm = hb.link.rtt_ms, hb.link.rssi_dbm
+        node.clock_offset_ms = hb.clock_offset_ms
+        node.heartbeat_at = utcnow()
+        _seen(node)
 
     def _event(self, session: Session, sender: str | None, event: Event) -> int | None:
         if event.node != sender:
@@ -123,13 +160,21 @@ class Recorder:
             raise BadMessage(f"unknown command {event.command_id!r} for node {event.node!r}")
         node = session.get(Node, event.node)
         if node is not None:
-            node.last_seen_at = utcnow()
+            _seen(node)
+        self.events[event.event.value] += 1
         apply_event(delivery, event)
         if event.event in (EventType.FINISHED, EventType.FAILED):
             log.info("%s: «%s» %s%s", event.node, delivery.broadcast.title,
                      "đã phát xong" if event.event is EventType.FINISHED else "lỗi",
                      f" ({event.played_s:.1f} giây)" if event.played_s is not None else f": {event.reason}")
         return delivery.broadcast_id
+
+
+def _seen(node: Node) -> None:
+    node.last_seen_at = utcnow()
+    if node.silent_since is not None:
+        log.info("Cụm loa %s hoạt động trở lại", node.id)
+        node.silent_since = None
 
 
 def apply_event(delivery: Delivery, event: Event) -> None:
@@ -156,3 +201,18 @@ def settle_due(factory: sessionmaker[Session], timeout_s: float) -> int:
         for broadcast in session.scalars(select(Broadcast).where(Broadcast.status == BroadcastStatus.ON_AIR)):
             closed += settle(session, broadcast, now, timeout_s)
     return closed
+
+
+def flag_silent(factory: sessionmaker[Session], after_s: float) -> list[str]:
+    """Mark online nodes that have sent nothing for ``after_s`` as silent (``silent_since``); returns them."""
+    flagged: list[str] = []
+    with transaction(factory) as session:
+        now = utcnow()
+        cutoff = now - dt.timedelta(seconds=after_s)
+        for node in session.scalars(select(Node).where(Node.online.is_(True), Node.silent_since.is_(None),
+                                                       Node.last_seen_at < cutoff)):
+            node.silent_since = now
+            flagged.append(node.id)
+            log.warning("Cụm loa %s im lặng: không có tín hiệu từ %s", node.id,
+                        node.last_seen_at.isoformat() if node.last_seen_at else "?")
+    return flagged

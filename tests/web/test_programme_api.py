@@ -23,7 +23,7 @@ def client(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
 
     service = Service(make_settings())
     migrate(service.engine)
-    load_programme(DEMO, service.factory)
+    load_programme(DEMO, service.factory, settings=service.settings)
     with TestClient(create_app(service, manage=False)) as client:
         yield client
     service.engine.dispose()

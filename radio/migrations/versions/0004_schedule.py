@@ -4,10 +4,10 @@ Revision ID: 0004_schedule
 Revises: 0001
 Create Date: 2026-11-27 09:12:40.639732
 """
-from alembic import op
 import sqlalchemy as sa
-import radio.models
+from alembic import op
 
+import radio.models
 
 revision = '0004_schedule'
 down_revision = '0001'

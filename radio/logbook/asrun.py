@@ -1,0 +1,574 @@
+"""The as-run log and the scheduled-versus-aired reconciliation.
+
+As-run: one :class:`BroadcastRow` per broadcast with one :class:`DeliveryRow` per loudspeaker cluster
+(node): scheduled instant, command issued and published, received, ready, started (the node's own
+clock), finished with the seconds it actually played — or failed / rejected / expired / missed with
+the reason. Filters: period (whole local days), zone (TDP), segment (chuyên mục), priority, outcome;
+paging with ``limit``/``offset`` and the ``total``.
+
+Coverage of a broadcast = clusters that played it fully / clusters it was sent to. A delivery counts
+as *played fully* when the node reported ``finished``, its reason does not say it was preempted, and
+the seconds it reports playing reach the audio's duration within max(1 s, 2 %).
+
+Reconciliation: every occurrence of every enabled slot in the period (expanded with
+:func:`radio.schedule.recurrence.occurrences`), matched to its broadcast by occurrence key, classified
+as one :class:`Category`; broadcasts that match no planned occurrence (emergencies, manual, demo, or a
+slot changed since) are listed too with ``planned = False``. See docs/audit.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from radio.broadcast import occurrence_key
+from radio.errors import InvalidInput
+from radio.logbook.labels import BROADCAST_VI, DELIVERY_VI
+from radio.models import (
+    Broadcast,
+    BroadcastStatus,
+    Command,
+    Delivery,
+    DeliveryState,
+    Node,
+    NodeGroup,
+    NodeGroupMember,
+    Priority,
+    Segment,
+    Slot,
+    SlotGroupTarget,
+    SlotTarget,
+    Zone,
+    utcnow,
+)
+from radio.schedule.recurrence import SlotRule, occurrences
+
+PREEMPTED = "preempted by emergency"  # the reason a node gives when an emergency stops what it was playing
+_PREEMPTED_WORD = "preempted"
+_APPROVAL_WORDS = ("phê duyệt", "approv")
+MAX_DAYS = 3700  # about ten years: a longer period is a typo
+MAX_LIMIT = 1000
+
+
+# periods ---------------------------------------------------------------------------------------------
+def parse_date(value: str | dt.date, name: str = "ngày") -> dt.date:
+    """``2024-09-15`` or ``15/09/2024`` → a date; anything else → InvalidInput in Vietnamese."""
+    if isinstance(value, dt.date):
+        return value
+    text = str(value).strip()
+    for fmt in ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y"):
+        try:
+            return dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise InvalidInput(f"ngày không hợp lệ {text!r} (dùng dạng 2024-09-15 hoặc 15/09/2024)", where=name)
+
+
+@dataclass(frozen=True)
+class Period:
+    """Whole local days ``first``..``last`` (both included) in the site's zone.
+
+    As instants it is the half-open interval ``[first 00:00, last + 1 day 00:00)`` local time, so a
+    report "từ ngày 01/01/2024 đến ngày 15/09/2024" includes everything aired on 15 September.
+    """
+
+    first: dt.date
+    last: dt.date
+    tz: dt.tzinfo
+
+    def __post_init__(self) -> None:
+        if self.last < self.first:
+            raise InvalidInput(f"ngày kết thúc {self.last:%d/%m/%Y} trước ngày bắt đầu {self.first:%d/%m/%Y}",
+                               where="--to")
+        if (self.last - self.first).days > MAX_DAYS:
+            raise InvalidInput(f"khoảng thời gian quá dài (tối đa {MAX_DAYS} ngày)", where="--to")
+
+    @classmethod
+    def parse(cls, first: str | dt.date, last: str | dt.date, tz: dt.tzinfo) -> Period:
+        return cls(parse_date(first, "from"), parse_date(last, "to"), tz)
+
+    @property
+    def start(self) -> dt.datetime:
+        return dt.datetime.combine(self.first, dt.time(), tzinfo=self.tz).astimezone(dt.UTC)
+
+    @property
+    def end(self) -> dt.datetime:
+        return dt.datetime.combine(self.last + dt.timedelta(days=1), dt.time(), tzinfo=self.tz).astimezone(dt.UTC)
+
+    @property
+    def label_vi(self) -> str:
+        return f"Từ ngày {self.first:%d/%m/%Y} đến ngày {self.last:%d/%m/%Y}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"from": self.first.isoformat(), "to": self.last.isoformat(), "timezone": str(self.tz)}
+
+
+# as-run rows -----------------------------------------------------------------------------------------
+@dataclass
+class DeliveryRow:
+    node_id: str
+    node_name: str
+    zone_id: str
+    zone_name: str
+    part: int  # playlist part: 0 = the recorded audio, then each relay
+    state: str
+    state_vi: str
+    reason: str | None
+    command_id: str
+    issued_at: dt.datetime
+    published_at: dt.datetime | None
+    received_at: dt.datetime | None
+    ready_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    played_s: float | None
+    expected_s: float | None  # the part's length, from its command
+    played_fully: bool
+    preempted: bool
+
+
+@dataclass
+class BroadcastRow:
+    id: int
+    occurrence_key: str
+    slot_id: str | None
+    segment_id: str | None
+    segment_name: str | None
+    kind: str
+    priority: str
+    title: str
+    scheduled_at: dt.datetime
+    fired_at: dt.datetime | None
+    start_at: dt.datetime | None
+    completed_at: dt.datetime | None
+    status: str
+    status_vi: str
+    reason: str | None
+    duration_s: float | None
+    targeted: int  # clusters it was sent to
+    played_fully: int  # clusters that played every part fully
+    coverage: float | None  # played_fully / targeted; None when it was never sent to any cluster
+    airtime_s: float  # the longest time one (shown) cluster played it
+    preempted: bool
+    deliveries: list[DeliveryRow] = field(default_factory=list)
+    text: str | None = None
+
+
+@dataclass
+class Page:
+    total: int
+    limit: int
+    offset: int
+    items: list[BroadcastRow]
+
+
+def aired_s(d: DeliveryRow) -> float:
+    """Seconds a node played a part: what it reported, else the part's length if it finished, else nothing."""
+    if d.played_s is not None:
+        return max(d.played_s, 0.0)
+    return (d.expected_s or 0.0) if d.state == DeliveryState.FINISHED else 0.0
+
+
+def is_preempted(reason: str | None) -> bool:
+    return bool(reason) and _PREEMPTED_WORD in (reason or "").lower()
+
+
+def played_fully(state: str, reason: str | None, played_s: float | None, expected_s: float | None) -> bool:
+    """Finished, not preempted, and played to the end (within max(1 s, 2 %) of the part's length)."""
+    if state != DeliveryState.FINISHED or is_preempted(reason):
+        return False
+    if played_s is None or not expected_s:
+        return True
+    return played_s >= expected_s - max(1.0, 0.02 * expected_s)
+
+
+def node_stats(deliveries: Sequence[DeliveryRow]) -> tuple[int, int, float]:
+    """(clusters targeted, clusters that played every part fully, longest time one cluster played).
+
+    A broadcast has one delivery per cluster and playlist part (recorded audio, then each relay);
+    the parts play one after the other, so a cluster's airtime is the sum over its parts.
+    """
+    fully: dict[str, bool] = {}
+    seconds: dict[str, float] = defaultdict(float)
+    for d in deliveries:
+        fully[d.node_id] = fully.get(d.node_id, True) and d.played_fully
+        seconds[d.node_id] += aired_s(d)
+    return len(fully), sum(fully.values()), max(seconds.values(), default=0.0)
+
+
+class _Lookup:
+    """Names of nodes, zones, groups, segments and slots, loaded once per query (they are few)."""
+
+    def __init__(self, session: Session) -> None:
+        self.zones = {z.id: z.name for z in session.scalars(select(Zone))}
+        self.nodes = {n.id: (n.name, n.zone_id) for n in session.scalars(select(Node))}
+        self.segments = {s.id: s.name for s in session.scalars(select(Segment))}
+        self.slots = {s.id: s for s in session.scalars(
+            select(Slot).options(selectinload(Slot.targets), selectinload(Slot.items),
+                                 selectinload(Slot.group_targets)))}
+        self.groups = {g.id: g.name for g in session.scalars(select(NodeGroup))}
+        self.group_zones: dict[str, set[str]] = defaultdict(set)
+        for member in session.scalars(select(NodeGroupMember)):
+            zone = self.nodes.get(member.node_id, ("", ""))[1]
+            if zone:
+                self.group_zones[member.group_id].add(zone)
+
+    def reach(self, slot: Slot | None) -> tuple[bool, list[str]]:
+        """(whole ward?, the zones a slot plays in: its zones and those of its groups' clusters)."""
+        if slot is None:
+            return False, []
+        zones = set(slot.zone_ids)
+        for group in slot.group_ids:
+            zones |= self.group_zones.get(group, set())
+        return slot.whole_ward, sorted(zones)
+
+
+def _row(b: Broadcast, look: _Lookup, commands: dict[str, tuple[dt.datetime | None, float | None]],
+         zone: str | None, with_text: bool) -> BroadcastRow:
+    slot = look.slots.get(b.slot_id) if b.slot_id else None
+    segment_id = slot.segment_id if slot else None
+    parts = len({d.part for d in b.deliveries})
+    deliveries: list[DeliveryRow] = []
+    for d in b.deliveries:
+        node_name, zone_id = look.nodes.get(d.node_id, (d.node_id, ""))
+        if zone and zone_id != zone:
+            continue
+        published, expected = commands.get(d.command_id, (None, None))
+        if expected is None and parts <= 1:
+            expected = b.duration_s
+        deliveries.append(DeliveryRow(
+            node_id=d.node_id, node_name=node_name, zone_id=zone_id, zone_name=look.zones.get(zone_id, zone_id),
+            part=d.part, state=d.state, state_vi=DELIVERY_VI.get(d.state, d.state), reason=d.reason,
+            command_id=d.command_id, issued_at=d.issued_at, published_at=published, received_at=d.received_at,
+            ready_at=d.ready_at, started_at=d.started_at, finished_at=d.finished_at, played_s=d.played_s,
+            expected_s=expected, played_fully=played_fully(d.state, d.reason, d.played_s, expected),
+            preempted=is_preempted(d.reason),
+        ))
+    targeted, fully, airtime = node_stats(deliveries)
+    return BroadcastRow(
+        id=b.id, occurrence_key=b.occurrence_key, slot_id=b.slot_id, segment_id=segment_id,
+        segment_name=look.segments.get(segment_id) if segment_id else None, kind=b.kind, priority=b.priority,
+        title=b.title, scheduled_at=b.scheduled_at, fired_at=b.fired_at, start_at=b.start_at,
+        completed_at=b.completed_at, status=b.status, status_vi=BROADCAST_VI.get(b.status, b.status), reason=b.reason,
+        duration_s=b.duration_s, targeted=targeted, played_fully=fully,
+        coverage=(fully / targeted) if targeted else None, airtime_s=airtime,
+        preempted=is_preempted(b.reason) or any(d.preempted for d in deliveries), deliveries=deliveries,
+        text=b.text if with_text else None,
+    )
+
+
+def _subset(b: BroadcastRow, deliveries: list[DeliveryRow]) -> BroadcastRow:
+    """The same broadcast seen through some of its deliveries (one TDP's clusters)."""
+    targeted, fully, airtime = node_stats(deliveries)
+    reason = None if b.status == BroadcastStatus.PARTIAL else b.reason  # "5/6 cụm loa…" is about the whole
+    return replace(b, deliveries=deliveries, targeted=targeted, played_fully=fully, reason=reason,
+                   coverage=fully / targeted if targeted else None, airtime_s=airtime,
+                   preempted=is_preempted(b.reason) or any(d.preempted for d in deliveries))
+
+
+def _commands(session: Session, broadcasts: Iterable[Broadcast]) -> dict[str, tuple[dt.datetime | None, float | None]]:
+    """Per command: when it was published and the length of what it plays (from its payload)."""
+    ids = sorted({d.command_id for b in broadcasts for d in b.deliveries})
+    found: dict[str, tuple[dt.datetime | None, float | None]] = {}
+    for i in range(0, len(ids), 500):
+        rows = session.execute(select(Command.id, Command.published_at, Command.payload)
+                               .where(Command.id.in_(ids[i:i + 500])))
+        for cid, at, payload in rows:
+            found[cid] = (at, _payload_seconds(payload))
+    return found
+
+
+def _payload_seconds(payload: Any) -> float | None:
+    if not isinstance(payload, dict):
+        return None
+    for key in ("audio", "stream"):
+        ref = payload.get(key)
+        if isinstance(ref, dict) and isinstance(ref.get("duration_s"), int | float):
+            return float(ref["duration_s"])
+    return None
+
+
+OUTCOMES = (*(s.value for s in BroadcastStatus), "preempted")
+
+
+def _where(query: Select[Any], *, period: Period | None, zone: str | None, segment: str | None,
+           priority: str | None, outcome: str | None) -> Select[Any]:
+    if period is not None:
+        query = query.where(Broadcast.scheduled_at >= period.start, Broadcast.scheduled_at < period.end)
+    if priority:
+        if priority not in {p.value for p in Priority}:
+            raise InvalidInput(f"mức ưu tiên không hợp lệ {priority!r}; chọn một trong: "
+                               + ", ".join(p.value for p in Priority), where="priority")
+        query = query.where(Broadcast.priority == priority)
+    if segment:
+        query = query.where(Broadcast.slot_id.in_(select(Slot.id).where(Slot.segment_id == segment)))
+    if outcome:
+        if outcome not in OUTCOMES:
+            raise InvalidInput(f"kết quả không hợp lệ {outcome!r}; chọn một trong: {', '.join(OUTCOMES)}",
+                               where="outcome")
+        if outcome == "preempted":
+            query = query.where(or_(
+                Broadcast.reason.ilike(f"%{_PREEMPTED_WORD}%"),
+                exists().where(Delivery.broadcast_id == Broadcast.id, Delivery.reason.ilike(f"%{_PREEMPTED_WORD}%")),
+            ))
+        else:
+            query = query.where(Broadcast.status == outcome)
+    if zone:
+        in_zone = exists().where(Delivery.broadcast_id == Broadcast.id, Delivery.node_id == Node.id,
+                                 Node.zone_id == zone)
+        no_deliveries = ~exists().where(Delivery.broadcast_id == Broadcast.id)
+        slot_targets_zone = exists().where(SlotTarget.slot_id == Broadcast.slot_id, SlotTarget.zone_id == zone)
+        slot_group_in_zone = exists().where(
+            SlotGroupTarget.slot_id == Broadcast.slot_id, NodeGroupMember.group_id == SlotGroupTarget.group_id,
+            Node.id == NodeGroupMember.node_id, Node.zone_id == zone)
+        whole_ward_slot = and_(Broadcast.slot_id.is_not(None),
+                               ~exists().where(SlotTarget.slot_id == Broadcast.slot_id),
+                               ~exists().where(SlotGroupTarget.slot_id == Broadcast.slot_id))
+        query = query.where(or_(in_zone, and_(no_deliveries, or_(slot_targets_zone, slot_group_in_zone,
+                                                                 whole_ward_slot))))
+    return query
+
+
+def query(session: Session, *, period: Period | None = None, zone: str | None = None, segment: str | None = None,
+          priority: str | None = None, outcome: str | None = None, limit: int = 50, offset: int = 0,
+          newest_first: bool = True, with_text: bool = False) -> Page:
+    """A page of the as-run log. With ``zone``, only that TDP's clusters are shown and counted in coverage."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit phải từ 1 đến {MAX_LIMIT}", where="limit")
+    if offset < 0:
+        raise InvalidInput("offset không được âm", where="offset")
+    ids = _where(select(Broadcast.id), period=period, zone=zone, segment=segment, priority=priority, outcome=outcome)
+    total = session.scalar(select(func.count()).select_from(ids.subquery())) or 0
+    order = (Broadcast.scheduled_at.desc(), Broadcast.id.desc()) if newest_first else (
+        Broadcast.scheduled_at.asc(), Broadcast.id.asc())
+    rows = list(session.scalars(
+        select(Broadcast).options(selectinload(Broadcast.deliveries)).where(Broadcast.id.in_(ids))
+        .order_by(*order).limit(limit).offset(offset)
+    ))
+    look = _Lookup(session)
+    commands = _commands(session, rows)
+    return Page(total=total, limit=limit, offset=offset,
+                items=[_row(b, look, commands, zone, with_text) for b in rows])
+
+
+def broadcasts_in(session: Session, period: Period, *, with_text: bool = False,
+                  look: _Lookup | None = None) -> list[BroadcastRow]:
+    """Every broadcast scheduled in the period, oldest first, with all its deliveries (for reports)."""
+    rows = list(session.scalars(
+        select(Broadcast).options(selectinload(Broadcast.deliveries))
+        .where(Broadcast.scheduled_at >= period.start, Broadcast.scheduled_at < period.end)
+        .order_by(Broadcast.scheduled_at, Broadcast.id)
+    ))
+    look = look or _Lookup(session)
+    commands = _commands(session, rows)
+    return [_row(b, look, commands, None, with_text) for b in rows]
+
+
+# reconciliation --------------------------------------------------------------------------------------
+class Category(enum.StrEnum):
+    AIRED = "aired"  # every cluster played it fully
+    PARTIAL = "partial"  # played, but not fully on every cluster
+    PREEMPTED = "preempted"  # stopped by an emergency broadcast
+    MISSED = "missed"  # the service did not fire it (down past the grace period, or no record at all)
+    NOT_APPROVED = "not_approved"  # refused: content not approved
+    NOT_AIRED = "not_aired"  # refused for another reason (no content, no clusters in the zone)
+    FAILED = "failed"  # nothing played anywhere: no cluster played any of it, or the audio could not be made
+    IN_PROGRESS = "in_progress"  # due now: being prepared or on air
+    FUTURE = "future"  # not yet due
+
+
+CATEGORY_VI = {
+    Category.AIRED: "phát đầy đủ", Category.PARTIAL: "phát một phần", Category.PREEMPTED: "bị ngắt do phát khẩn cấp",
+    Category.MISSED: "bị lỡ", Category.NOT_APPROVED: "chưa được phê duyệt", Category.NOT_AIRED: "không phát",
+    Category.FAILED: "lỗi", Category.IN_PROGRESS: "đang phát", Category.FUTURE: "chưa đến giờ",
+}
+NOT_AIRED_FULLY = frozenset({Category.PARTIAL, Category.PREEMPTED, Category.MISSED, Category.NOT_APPROVED,
+                             Category.NOT_AIRED, Category.FAILED})
+NOT_AIRED_AT_ALL = NOT_AIRED_FULLY - {Category.PARTIAL}
+NO_RECORD_REASON = "không có bản ghi phát sóng (dịch vụ không chạy vào giờ phát)"
+
+
+def _delivery_summary(deliveries: Sequence[DeliveryRow], limit: int = 4) -> str:
+    bad = [d for d in deliveries if not d.played_fully]
+    parts = [f"{d.node_id}{f' (phần {d.part + 1})' if d.part else ''}: {d.state_vi}"
+             + (f" ({d.reason})" if d.reason else "") for d in bad[:limit]]
+    if len(bad) > limit:
+        parts.append(f"… và {len(bad) - limit} lượt khác")
+    return "; ".join(parts)
+
+
+def classify(row: BroadcastRow) -> tuple[Category, str | None]:
+    """The category of a broadcast (or of one TDP's view of it, see :func:`zone_view`) and why."""
+    status = row.status
+    if status in (BroadcastStatus.PREPARING, BroadcastStatus.ON_AIR):
+        return Category.IN_PROGRESS, row.reason
+    if status == BroadcastStatus.MISSED:
+        return Category.MISSED, row.reason
+    if status == BroadcastStatus.NOT_AIRED:
+        reason = (row.reason or "").lower()
+        if any(word in reason for word in _APPROVAL_WORDS):
+            return Category.NOT_APPROVED, row.reason
+        return Category.NOT_AIRED, row.reason
+    if not row.deliveries:
+        return (Category.PREEMPTED if is_preempted(row.reason) else Category.FAILED), row.reason
+    if row.played_fully == row.targeted:
+        return Category.AIRED, None
+    why = "; ".join(part for part in (row.reason, _delivery_summary(row.deliveries)) if part)
+    if row.preempted:
+        return Category.PREEMPTED, why
+    if row.played_fully or row.airtime_s > 0:
+        return Category.PARTIAL, why
+    return Category.FAILED, why
+
+
+@dataclass
+class ReconRow:
+    scheduled_at: dt.datetime
+    local_time: str  # dd/mm/yyyy HH:MM in the site's zone
+    planned: bool  # an occurrence of an enabled slot (False: emergency, manual, or a slot changed since)
+    slot_id: str | None
+    title: str
+    segment_id: str | None
+    segment_name: str | None
+    kind: str
+    priority: str
+    whole_ward: bool  # the slot plays on every cluster
+    zone_ids: list[str]  # the slot's zones
+    group_ids: list[str]  # the slot's cluster groups
+    reach_zones: list[str]  # every TDP the slot reaches (its zones and its groups' clusters' zones)
+    category: Category
+    category_vi: str
+    reason: str | None
+    broadcast_id: int | None
+    status: str | None
+    targeted: int
+    played_fully: int
+    coverage: float | None
+    airtime_s: float
+    broadcast: BroadcastRow | None = None  # with deliveries; omitted from API output
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "broadcast"}
+        data["category"] = self.category.value
+        return data
+
+    def targets_zone(self, zone: str) -> bool:
+        if self.broadcast is not None and self.broadcast.deliveries:
+            return any(d.zone_id == zone for d in self.broadcast.deliveries)
+        return self.planned and (self.whole_ward or zone in self.reach_zones)
+
+
+@dataclass
+class Reconciliation:
+    period: Period
+    generated_at: dt.datetime
+    rows: list[ReconRow]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        found = Counter(r.category.value for r in self.rows)
+        return {c.value: found.get(c.value, 0) for c in Category}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"period": self.period.as_dict(), "generated_at": self.generated_at, "counts": self.counts,
+                "categories_vi": {c.value: CATEGORY_VI[c] for c in Category},
+                "rows": [r.as_dict() for r in self.rows]}
+
+
+def _created_at(session: Session) -> dict[str, dt.datetime]:
+    """When each slot was created, from the audit trail: earlier occurrences were never planned."""
+    from radio.logbook.audit import SLOT_CREATED, AuditEntry
+
+    query = (select(AuditEntry.entity_id, func.min(AuditEntry.at))
+             .where(AuditEntry.action == SLOT_CREATED, AuditEntry.entity_type == "slot")
+             .group_by(AuditEntry.entity_id))
+    return {str(slot_id): at for slot_id, at in session.execute(query) if slot_id is not None}
+
+
+def reconcile(session: Session, period: Period, *, now: dt.datetime | None = None, grace_s: float = 300,
+              zone: str | None = None, segment: str | None = None, with_text: bool = False) -> Reconciliation:
+    """Every planned occurrence in the period with what happened, plus unplanned broadcasts.
+
+    Occurrences come from the slots as they are now (enabled ones only); one before the slot's
+    ``slot.created`` audit entry is skipped. With ``zone``, rows are those playing on that TDP and are
+    classified by that TDP's clusters only.
+    """
+    now = now or utcnow()
+    tz = period.tz
+    look = _Lookup(session)
+    created = _created_at(session)
+    broadcasts = {b.occurrence_key: b for b in broadcasts_in(session, period, with_text=with_text, look=look)}
+    rows: list[ReconRow] = []
+    used: set[str] = set()
+    for slot in sorted(look.slots.values(), key=lambda s: s.id):
+        whole, reach = look.reach(slot)
+        if not slot.enabled or (segment and slot.segment_id != segment) or (zone and not whole and zone not in reach):
+            continue
+        since = created.get(slot.id)
+        for at in occurrences(SlotRule.from_slot(slot), period.start, period.end, tz):
+            if since is not None and at < since:
+                continue
+            key = occurrence_key(slot.id, at)
+            b = broadcasts.get(key)
+            if b is not None:
+                used.add(key)
+                rows.append(_recon_row(b, tz, zone, planned=True, slot=slot, look=look))
+                continue
+            if at > now:
+                category, reason = Category.FUTURE, None
+            elif (now - at).total_seconds() <= grace_s:
+                category, reason = Category.IN_PROGRESS, None
+            else:
+                category, reason = Category.MISSED, NO_RECORD_REASON
+            rows.append(ReconRow(
+                scheduled_at=at, local_time=f"{at.astimezone(tz):%d/%m/%Y %H:%M}", planned=True, slot_id=slot.id,
+                title=slot.name, segment_id=slot.segment_id,
+                segment_name=look.segments.get(slot.segment_id) if slot.segment_id else None, kind="scheduled",
+                priority=slot.priority, whole_ward=whole, zone_ids=slot.zone_ids, group_ids=slot.group_ids,
+                reach_zones=reach, category=category, category_vi=CATEGORY_VI[category], reason=reason,
+                broadcast_id=None, status=None, targeted=0, played_fully=0, coverage=None, airtime_s=0.0,
+            ))
+    for key, b in broadcasts.items():
+        if key in used or (segment and b.segment_id != segment):
+            continue
+        owner = look.slots.get(b.slot_id) if b.slot_id else None
+        row = _recon_row(b, tz, zone, planned=False, slot=owner, look=look)
+        reaches_zone = bool(row.broadcast and row.broadcast.deliveries) or (
+            owner is not None and (row.whole_ward or zone in row.reach_zones))
+        if zone and not reaches_zone:
+            continue
+        rows.append(row)
+    rows.sort(key=lambda r: (r.scheduled_at, r.slot_id or "", r.broadcast_id or 0))
+    return Reconciliation(period=period, generated_at=now, rows=rows)
+
+
+def _recon_row(b: BroadcastRow, tz: dt.tzinfo, zone: str | None, *, planned: bool, slot: Slot | None,
+               look: _Lookup) -> ReconRow:
+    shown = _subset(b, [d for d in b.deliveries if d.zone_id == zone]) if zone else b
+    category, reason = classify(shown)
+    whole, reach = look.reach(slot)
+    return ReconRow(
+        scheduled_at=b.scheduled_at, local_time=f"{b.scheduled_at.astimezone(tz):%d/%m/%Y %H:%M}", planned=planned,
+        slot_id=b.slot_id, title=b.title, segment_id=b.segment_id, segment_name=b.segment_name, kind=b.kind,
+        priority=b.priority, whole_ward=whole, zone_ids=slot.zone_ids if slot else [],
+        group_ids=slot.group_ids if slot else [], reach_zones=reach, category=category,
+        category_vi=CATEGORY_VI[category], reason=reason, broadcast_id=b.id, status=b.status, targeted=shown.targeted,
+        played_fully=shown.played_fully, coverage=shown.coverage, airtime_s=shown.airtime_s, broadcast=shown,
+    )
+
+
+def zone_view(row: ReconRow, zone: str) -> tuple[Category, str | None, BroadcastRow | None]:
+    """How one TDP fared in a reconciliation row: its category, why, and the broadcast seen from its clusters."""
+    b = row.broadcast
+    if b is None or not b.deliveries:
+        return row.category, row.reason, None
+    sub = _subset(b, [d for d in b.deliveries if d.zone_id == zone])
+    category, reason = classify(sub)
+    return category, reason, sub
