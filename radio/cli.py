@@ -172,6 +172,24 @@ def cmd_schedule_preview(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_emergency(args: argparse.Namespace, settings: Settings) -> int:
+    """Emergencies go through the running service (it owns the broker link and serves the audio)."""
+    import httpx
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    url = f"{settings.public_base_url}/api/v1/emergency"
+    try:
+        r = httpx.post(url, json={"text": text, "title": args.title, "zones": args.zone or []},
+                       headers={"X-Radio-User": args.user}, timeout=60)
+    except httpx.HTTPError as exc:
+        raise RadioError(f"không liên lạc được với dịch vụ tại {settings.public_base_url} ({exc}); "
+                         "hãy chạy `radio serve`") from None
+    if r.status_code >= 400:
+        raise RadioError(f"dịch vụ từ chối ({r.status_code}): {r.json().get('detail', r.text)}")
+    print(f"Đã phát khẩn cấp: lượt phát số {r.json()['broadcast_id']} trên {r.json()['detail']}")
+    return 0
+
+
 # speech ----------------------------------------------------------------------------------------------
 def cmd_tts_say(args: argparse.Namespace, settings: Settings) -> int:
     import shutil
@@ -427,6 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=7, choices=range(1, 63), metavar="NGÀY", help="số ngày (1–62)")
     p.add_argument("--zone", help="chỉ một tổ dân phố")
     p.set_defaults(handler=cmd_schedule_preview)
+
+    p = sub.add_parser("emergency", help="phát khẩn cấp ngay (dừng mọi nội dung đang phát)")
+    p.add_argument("text", help="nội dung khẩn cấp ('-' để đọc từ bàn phím/tệp)")
+    p.add_argument("--title", default="Thông báo khẩn cấp", help="tiêu đề")
+    p.add_argument("--zone", action="append", help="tổ dân phố (lặp lại được); mặc định toàn phường")
+    p.add_argument("--user", default="cli", help="người kích hoạt (ghi vào nhật ký)")
+    p.set_defaults(handler=cmd_emergency)
 
     tts = sub.add_parser("tts", help="chuyển văn bản thành giọng nói").add_subparsers(dest="sub", required=True,
                                                                                    metavar="LỆNH")

@@ -216,3 +216,21 @@ def test_cap_alert_update_cancel_and_exercise(
         assert post(cap("cu", minutes=-5)).json()["action"] == "ignored"
         bomb = b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xx">]><alert>&x;</alert>'
         assert post(bomb).status_code == 422
+
+
+@pytest.mark.slow
+def test_cli_emergency_goes_through_the_running_service(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    make_settings: Callable[..., Settings], start_service: Callable[[Service], Running],
+) -> None:
+    """`radio emergency … --zone tdp-2` airs on TDP 2's nodes only, through the service's API."""
+    from radio.cli import main
+
+    service = _start_demo(make_settings, start_service)
+    monkeypatch.setenv("RADIO_PUBLIC_BASE_URL", service.settings.public_base_url or "")
+    assert main(["emergency", "Cháy tại chợ Thọ Xương, bà con tránh xa khu vực.", "--zone", "tdp-2",
+                 "--user", "chu-tich"]) == 0
+    broadcast_id = int(capsys.readouterr().out.split("số")[1].split()[0])
+    row = _wait_settled(service, broadcast_id)
+    assert row.kind == "emergency" and {d.node_id for d in row.deliveries} == {"loa-tdp2-a"}
+    assert row.status == BroadcastStatus.COMPLETED

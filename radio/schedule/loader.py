@@ -1084,7 +1084,7 @@ def _write(
         _write_group(session, group, report.counts["groups"])
     session.flush()
     for slot in programme.slots:
-        _write_slot(session, slot, report.counts["slots"])
+        write_slot(session, slot, report.counts["slots"])
     session.flush()
 
 
@@ -1204,7 +1204,7 @@ def _slot_items(playlist: list[_Item]) -> list[SlotItem]:
     ]
 
 
-def _write_slot(session: Session, spec: SlotSpec, counts: Counts) -> None:
+def write_slot(session: Session, spec: SlotSpec, counts: Counts) -> None:
     values: dict[str, Any] = {
         "name": spec.name,
         "segment_id": spec.segment,

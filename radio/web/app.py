@@ -14,7 +14,7 @@ from sqlalchemy import text
 from radio.errors import Conflict, InvalidInput, NotFound, RadioError, ServiceUnavailable
 from radio.service import Service
 from radio.sound.store import AudioStore
-from radio.web import api, audit_api, pages, programme_api, speech_api
+from radio.web import api, audit_api, pages, programme_api, slots_api, speech_api
 from radio.web.deps import ServiceDep
 from radio.web.schemas import Health
 
@@ -42,7 +42,13 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     @app.exception_handler(RadioError)
     async def radio_error(_request: Request, exc: RadioError) -> JSONResponse:
         status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 400)
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        body: dict[str, object] = {"detail": str(exc)}
+        if isinstance(exc, InvalidInput) and exc.where:
+            body["field"] = exc.where
+        problems = getattr(exc, "problems", None)
+        if problems:
+            body["problems"] = [p.model_dump() if hasattr(p, "model_dump") else p for p in problems]
+        return JSONResponse(body, status_code=status)
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
     def healthz(svc: ServiceDep) -> JSONResponse:
@@ -68,6 +74,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(programme_api.router)
+    app.include_router(slots_api.router)
     app.include_router(speech_api.router)
     app.include_router(audit_api.router)
     app.include_router(pages.router)

@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from radio.models import Broadcast, ItemKind, Slot, SlotItem, Zone
+from radio.models import Broadcast, ItemKind, Node, NodeGroupMember, Slot, SlotItem, Zone
 from radio.schedule.recurrence import SlotRule, occurrences
 from radio.web.schemas import OccurrenceOut, SlotOut
 
@@ -45,8 +45,14 @@ def upcoming(session: Session, tz: dt.tzinfo, start: dt.datetime, days: int,
     """Occurrences of enabled slots in [start, start + days), optionally only those playing on one zone."""
     end = start + dt.timedelta(days=days)
     result: list[OccurrenceOut] = []
+    group_zones: dict[str, set[str]] = {}
+    for group_id, zone_id in session.execute(
+        select(NodeGroupMember.group_id, Node.zone_id).join(Node, Node.id == NodeGroupMember.node_id)
+    ):
+        group_zones.setdefault(group_id, set()).add(zone_id)
     for slot in slots(session):
-        if not slot.enabled or (zone and not slot.whole_ward and zone not in slot.zone_ids):
+        covers = set(slot.zone_ids).union(*(group_zones.get(g, set()) for g in slot.group_ids))
+        if not slot.enabled or (zone and not slot.whole_ward and zone not in covers):
             continue
         for at in occurrences(SlotRule.from_slot(slot), start, end, tz):  # type: ignore[arg-type]
             result.append(OccurrenceOut(

@@ -1,0 +1,97 @@
+"""Slot CRUD through the API: the programme file's shape, the same rules, audited changes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from radio.db import migrate
+from radio.schedule.loader import load_programme
+from radio.service import Service
+from radio.settings import Settings
+from radio.web.app import create_app
+from tests.conftest import DEMO
+
+SLOT = {"id": "tin-trua", "name": "Bản tin trưa", "segment": "cchc", "time": "11:30", "days": ["mon", "wed"],
+        "zones": ["tdp-3"], "play": ["muc-tieu-hai-long-99"]}
+
+
+@pytest.fixture
+def client(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
+    service = Service(make_settings(quiet_hours="21:30-06:00"))
+    migrate(service.engine)
+    load_programme(DEMO, service.factory, settings=service.settings)
+    with TestClient(create_app(service, manage=False)) as client:
+        yield client
+    service.engine.dispose()
+
+
+def test_create_read_update_delete_a_slot(client: TestClient) -> None:
+    """A slot is created, read back, changed and deleted; each change lands in the audit trail."""
+    r = client.post("/api/v1/slots", json=SLOT, headers={"X-Radio-User": "can-bo-van-hoa"})
+    assert r.status_code == 201, r.text
+    assert r.json()["zone_ids"] == ["tdp-3"] and r.json()["weekdays"] == "mon,wed"
+    assert client.post("/api/v1/slots", json=SLOT).status_code == 409
+    assert client.get("/api/v1/slots/tin-trua").json()["start_time"] == "11:30:00"
+    changed = {**SLOT, "time": "11:45", "play": ["muc-tieu-hai-long-99", {"relay": "http://127.0.0.1:9/live",
+                                                                          "minutes": 5}]}
+    r = client.put("/api/v1/slots/tin-trua", json=changed)
+    assert r.status_code == 200 and r.json()["playlist"][1].startswith("relay:")
+    assert client.delete("/api/v1/slots/tin-trua").status_code == 204
+    assert client.get("/api/v1/slots/tin-trua").status_code == 404
+    actions = [e["action"] for e in client.get("/api/v1/audit", params={"limit": 50}).json()["items"]]
+    assert {"slot.created", "slot.updated", "slot.deleted"} <= set(actions)
+    assert client.get("/api/v1/audit/verify").json()["ok"] is True
+
+
+def test_overlap_at_the_same_priority_is_refused_naming_both_slots(client: TestClient) -> None:
+    """A slot overlapping another on a shared zone at the same priority is refused, naming both and the time."""
+    clash = {**SLOT, "id": "trung-gio", "time": "17:00", "days": ["mon"], "zones": ["tdp-1"]}
+    check = client.post("/api/v1/slots/check", json=clash).json()
+    assert check["ok"] is False and check["problems"][0]["rule"] == "conflict"
+    r = client.post("/api/v1/slots", json=clash)
+    assert r.status_code == 422
+    body = r.json()
+    assert "trung-gio" in body["detail"] and "chieu-ngay-thuong" in body["detail"]
+    assert body["problems"][0]["at"] and body["problems"][0]["other_slot_id"] == "chieu-ngay-thuong"
+    assert client.get("/api/v1/slots/trung-gio").status_code == 404  # nothing half-written
+    ok = client.post("/api/v1/slots", json={**clash, "priority": "ưu tiên"})
+    assert ok.status_code == 201  # a priority item may overlap a normal one: it goes first on air
+
+
+def test_quiet_hours_and_session_caps_are_enforced(client: TestClient) -> None:
+    """A 04:30 slot breaks quiet hours and a 45-minute relay breaks the session cap; an emergency slot may."""
+    early = client.post("/api/v1/slots", json={**SLOT, "id": "som", "time": "04:30"})
+    assert early.status_code == 422 and early.json()["problems"][0]["rule"] == "quiet_hours"
+    long = {**SLOT, "id": "dai", "play": [{"relay": "http://127.0.0.1:9/live", "minutes": 45}]}
+    r = client.post("/api/v1/slots", json=long)
+    assert r.status_code == 422 and r.json()["problems"][0]["rule"] == "session_length"
+    assert client.post("/api/v1/slots", json={**SLOT, "id": "som", "time": "04:30",
+                                              "priority": "khẩn cấp"}).status_code == 201
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"time": "25:00"}, "time"),
+    ({"zones": ["tdp-99"]}, "zones"),
+    ({"play": ["khong-co"]}, "play[0]"),
+    ({"play": [{"audio": "khong-co"}]}, "play[0].audio"),
+    ({"play": [{"relay": "ftp://x", "minutes": 5}]}, "relay"),
+    ({"days": ["someday"]}, "days"),
+    ({"play": []}, "play"),
+])
+def test_bad_slots_name_the_field(client: TestClient, change: dict[str, object], field: str) -> None:
+    """Invalid slot input is a 422 naming the field; nothing is stored."""
+    r = client.post("/api/v1/slots", json={**SLOT, **change})
+    assert r.status_code == 422, r.text
+    assert field in r.text
+    assert client.get("/api/v1/slots/tin-trua").status_code == 404
+
+
+def test_preview_by_zone_includes_group_targets(client: TestClient) -> None:
+    """Occurrences for a zone include slots that reach it only through a named group of nodes."""
+    slots = {o["slot_id"] for o in client.get("/api/v1/occurrences", params={"days": 14, "zone": "tdp-3"}).json()}
+    assert "khu-cho-cuoi-tuan" in slots  # the market group includes loa-tdp3-b
+    slots = {o["slot_id"] for o in client.get("/api/v1/occurrences", params={"days": 14, "zone": "tdp-5"}).json()}
+    assert "khu-cho-cuoi-tuan" not in slots
