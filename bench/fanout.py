@@ -45,8 +45,12 @@ LEAD_S = 3.0  # at 100 nodes; more nodes need longer to download the audio from 
 
 
 def lead_for(count: int) -> float:
-    """Long enough for every node to fetch the audio first (~5 ms per node served here), never under 3 s."""
-    return max(LEAD_S, count * 0.01)
+    """Long enough for every node to fetch the audio first, never under 3 s.
+
+    The service's own HTTP (uvicorn, FileResponse) serves ~130 files/s here while it also records the
+    fleet's events, so 1,000 nodes need ~8-10 s just to download; see fire→ready in the results.
+    """
+    return max(LEAD_S, count * 0.015)
 FLEET_LOG: Any = subprocess.DEVNULL  # --fleet-log FILE keeps the fleet's console summary
 MOSQUITTO_CONF = "allow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 0\n"
 
@@ -237,6 +241,14 @@ def run_size(count: int, tmp: Path) -> dict[str, Any]:
         with service.factory() as s:
             rows = list(s.scalars(select(Delivery).where(Delivery.broadcast_id == broadcast_id)))
         fire = fired[0]
+        if os.environ.get("FANOUT_DUMP"):  # per-node detail for digging into a result
+            with service.factory() as s:
+                nodes = {n.id: n for n in s.scalars(select(Node))}
+            Path(os.environ["FANOUT_DUMP"]).write_text(json.dumps([
+                {"node": d.node_id, "received": d.received_at.timestamp() - fire if d.received_at else None,
+                 "started": d.started_at.timestamp() - fire if d.started_at else None,
+                 "offset_ms": nodes[d.node_id].clock_offset_ms, "rtt_ms": nodes[d.node_id].link_rtt_ms}
+                for d in rows]))
         with service.factory() as s:
             start_at = s.get_one(Broadcast, broadcast_id).start_at
         assert start_at is not None

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime as dt
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -178,15 +179,52 @@ def cmd_emergency(args: argparse.Namespace, settings: Settings) -> int:
 
     text = sys.stdin.read() if args.text == "-" else args.text
     url = f"{settings.public_base_url}/api/v1/emergency"
+    token = args.token or os.environ.get("RADIO_API_TOKEN")
+    if not token:
+        raise RadioError("cần mã truy cập của người phê duyệt: --token hoặc RADIO_API_TOKEN "
+                         "(tạo bằng `radio user token TÊN`)")
     try:
         r = httpx.post(url, json={"text": text, "title": args.title, "zones": args.zone or []},
-                       headers={"X-Radio-User": args.user}, timeout=60)
+                       headers={"Authorization": f"Bearer {token}"}, timeout=60)
     except httpx.HTTPError as exc:
         raise RadioError(f"không liên lạc được với dịch vụ tại {settings.public_base_url} ({exc}); "
                          "hãy chạy `radio serve`") from None
     if r.status_code >= 400:
         raise RadioError(f"dịch vụ từ chối ({r.status_code}): {r.json().get('detail', r.text)}")
     print(f"Đã phát khẩn cấp: lượt phát số {r.json()['broadcast_id']} trên {r.json()['detail']}")
+    return 0
+
+
+# users ----------------------------------------------------------------------------------------------
+def _read_password(prompt: str) -> str:
+    import getpass
+
+    if sys.stdin.isatty():
+        first = getpass.getpass(prompt)
+        if getpass.getpass("Nhập lại: ") != first:
+            raise RadioError("hai lần nhập mật khẩu không khớp")
+        return first
+    return sys.stdin.readline().rstrip("\n")  # scripted: the password on standard input
+
+
+def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
+    from radio import auth
+    from radio.db import transaction
+
+    factory = _factory(settings)
+    with transaction(factory) as session:
+        if args.sub == "add":
+            auth.add_user(session, username=args.username, role=args.role, full_name=args.name or "",
+                          password=_read_password("Mật khẩu: "))
+            print(f"Đã tạo tài khoản {args.username} ({args.role})")
+        elif args.sub == "passwd":
+            auth.set_password(session, args.username, _read_password("Mật khẩu mới: "))
+            print(f"Đã đổi mật khẩu của {args.username}")
+        elif args.sub in ("disable", "enable"):
+            auth.set_disabled(session, args.username, args.sub == "disable")
+            print(f"Đã {'khóa' if args.sub == 'disable' else 'mở khóa'} tài khoản {args.username}")
+        elif args.sub == "token":
+            print(auth.create_token(session, auth.get_user(session, args.username), args.name or "cli"))
     return 0
 
 
@@ -450,8 +488,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", help="nội dung khẩn cấp ('-' để đọc từ bàn phím/tệp)")
     p.add_argument("--title", default="Thông báo khẩn cấp", help="tiêu đề")
     p.add_argument("--zone", action="append", help="tổ dân phố (lặp lại được); mặc định toàn phường")
-    p.add_argument("--user", default="cli", help="người kích hoạt (ghi vào nhật ký)")
+    p.add_argument("--token", help="mã truy cập API của người phê duyệt (hoặc biến RADIO_API_TOKEN)")
     p.set_defaults(handler=cmd_emergency)
+
+    users = sub.add_parser("user", help="tài khoản người dùng").add_subparsers(dest="sub", required=True,
+                                                                           metavar="LỆNH")
+    p = users.add_parser("add", help="tạo tài khoản (mật khẩu hỏi khi chạy, hoặc đọc từ đầu vào)")
+    p.add_argument("username")
+    p.add_argument("--role", required=True, choices=["admin", "officer", "approver", "auditor", "node"],
+                   help="admin, officer (biên tập), approver (phê duyệt), auditor (giám sát), node")
+    p.add_argument("--name", help="họ tên")
+    p.set_defaults(handler=cmd_user)
+    for name, text in (("passwd", "đổi mật khẩu"), ("disable", "khóa tài khoản"), ("enable", "mở khóa tài khoản")):
+        p = users.add_parser(name, help=text)
+        p.add_argument("username")
+        p.set_defaults(handler=cmd_user)
+    p = users.add_parser("token", help="tạo mã truy cập API (in ra một lần)")
+    p.add_argument("username")
+    p.add_argument("--name", help="tên gợi nhớ của mã")
+    p.set_defaults(handler=cmd_user)
 
     tts = sub.add_parser("tts", help="chuyển văn bản thành giọng nói").add_subparsers(dest="sub", required=True,
                                                                                    metavar="LỆNH")

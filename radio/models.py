@@ -363,3 +363,49 @@ class ServiceMark(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[dt.datetime]
+
+
+class Role(enum.StrEnum):
+    """Who may do what: see docs/security.md for the whole matrix."""
+
+    ADMIN = "admin"
+    OFFICER = "officer"  # biên tập: writes and schedules
+    APPROVER = "approver"  # phê duyệt: approves content, triggers emergencies
+    AUDITOR = "auditor"  # giám sát: reads logs and reports only
+    NODE = "node"  # machine accounts
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    full_name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(300))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)  # bumped on password change: old cookies die
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token for the API; only its sha256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None]
+
+
+class NodeCredential(Base):
+    """A node's MQTT password, as a Mosquitto-compatible PBKDF2-SHA512 hash (never the password)."""
+
+    __tablename__ = "node_credentials"
+
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

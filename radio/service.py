@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import secrets
 import threading
 from contextlib import ExitStack
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from radio.auth import add_user
 from radio.broadcast import Broadcaster, Plan
 from radio.db import make_engine, migrate, session_factory
 from radio.dispatch import topics
@@ -23,7 +25,7 @@ from radio.dispatch.clock import ClockResponder
 from radio.dispatch.mqtt import BrokerAddress, MqttClient
 from radio.dispatch.outbox import Outbox
 from radio.logbook.recorder import Recorder, flag_silent
-from radio.models import Bulletin, BulletinStatus, Node, Priority, utcnow
+from radio.models import Bulletin, BulletinStatus, Node, Priority, Role, User, utcnow
 from radio.node.agent import NodeConfig
 from radio.node.simulator import Fleet
 from radio.schedule.loader import load_programme
@@ -64,6 +66,7 @@ class Service:
         s.audio_dir.mkdir(parents=True, exist_ok=True)
         migrate(self.engine)
         self._stack.callback(self.engine.dispose)
+        self._first_admin()
         if self.programme is not None:
             report = load_programme(self.programme, self.factory, settings=self.settings, actor="system")
             log.info("Đã nạp chương trình %s: %s", self.programme, report)
@@ -97,6 +100,21 @@ class Service:
 
     def stop(self) -> None:
         self._stack.close()
+
+    def _first_admin(self) -> None:
+        """With no users yet, create 'admin' (password from settings, else generated and shown once)."""
+        with self.factory() as session, session.begin():
+            if session.scalar(select(func.count()).select_from(User)):
+                return
+            password = self.settings.admin_password or secrets.token_urlsafe(12)
+            add_user(session, username="admin", password=password, role=Role.ADMIN, full_name="Quản trị",
+                     actor="system")
+        if not self.settings.admin_password:
+            path = self.settings.data_dir / "admin-password.txt"
+            path.write_text(password + "\n")
+            path.chmod(0o600)
+            log.warning("Tài khoản quản trị đầu tiên: admin / %s (cũng lưu ở %s; đổi bằng `radio user passwd admin`)",
+                        password, path)
 
     def _make_outbox(self, mqtt: MqttClient) -> Outbox:
         """Clock answers and the outbox ride on the service's MQTT client; the recorder tells the outbox who is back."""

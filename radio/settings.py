@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     cap_test_zone: str | None = Field(default=None, description="the only zone CAP Exercise/Test alerts may reach")
     site_name: str = Field(default="Phường Thọ Xương", max_length=200)
 
+    # Security
+    secret_key: str | None = Field(default=None, min_length=32,
+                                   description="signs web sessions; default: generated into <data_dir>/secret.key")
+    admin_password: str | None = Field(default=None, min_length=8,
+                                       description="password of the first 'admin' user, created on first start")
+    session_hours: float = Field(default=12, gt=0, le=24 * 30)
+
     # Demo
     demo_delay_s: float = Field(default=15.0, ge=1, le=600, description="demo broadcast fires this long after start")
 

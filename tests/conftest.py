@@ -127,11 +127,32 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
-@pytest.fixture(params=["embedded", pytest.param("mosquitto", marks=pytest.mark.mosquitto)])
+# The machine's other brokers, with MQTT enabled by .ci/brokers.sh (shared by every test, unlike Mosquitto).
+SHARED_BROKERS = {
+    "rabbitmq": os.environ.get("RADIO_TEST_RABBITMQ_MQTT", "mqtt://127.0.0.1:1885"),
+    "nats": os.environ.get("RADIO_TEST_NATS_MQTT", "mqtt://127.0.0.1:1886"),
+}
+
+
+def _reachable(url: str) -> bool:
+    host, _, port = url.removeprefix("mqtt://").rpartition("@")[2].partition(":")
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex((host, int(port or 1883))) == 0
+
+
+@pytest.fixture(params=["embedded", pytest.param("mosquitto", marks=pytest.mark.mosquitto),
+                        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+                        pytest.param("nats", marks=pytest.mark.nats)])
 def mqtt_url(request: pytest.FixtureRequest) -> str | None:
     """None means: the service starts its embedded broker."""
     if request.param == "embedded":
         return None
+    if request.param in SHARED_BROKERS:
+        url = SHARED_BROKERS[request.param]
+        if not _reachable(url):
+            unavailable(f"{request.param}'s MQTT listener at {url} is not reachable (run .ci/brokers.sh)")
+        return url
     broker: Mosquitto = request.getfixturevalue("mosquitto")
     return broker.url
 
@@ -189,3 +210,21 @@ def start_service() -> Iterator[Callable[[Service], Running]]:
     yield start
     for running in reversed(started):
         running.stop()
+
+
+# people ---------------------------------------------------------------------------------------------
+ROLES = ("admin", "officer", "approver", "auditor", "node")
+
+
+def role_headers(service: Service) -> dict[str, dict[str, str]]:
+    """One user per role (named r-<role>) with an API token; the Authorization header for each."""
+    from radio import auth
+    from radio.db import migrate, transaction
+
+    migrate(service.engine)
+    headers: dict[str, dict[str, str]] = {}
+    with transaction(service.factory) as session:
+        for role in ROLES:
+            user = auth.add_user(session, username=f"r-{role}", password="mat-khau-thu", role=role)
+            headers[role] = {"Authorization": f"Bearer {auth.create_token(session, user, 'test')}"}
+    return headers

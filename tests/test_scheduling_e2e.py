@@ -19,7 +19,7 @@ from radio.schedule.runner import ALIVE
 from radio.service import Service
 from radio.settings import Settings
 from radio.web.app import create_app
-from tests.conftest import DEMO, Mosquitto, Running, wait_for
+from tests.conftest import DEMO, Mosquitto, Running, role_headers, wait_for
 from tests.test_end_to_end import _start_demo, _wait_settled
 
 
@@ -152,7 +152,8 @@ def test_emergency_preempts_and_plays_on_every_node(
     wait_for(playing, 30, "the normal slot to start playing")
     with TestClient(create_app(service, manage=False)) as client:
         r = client.post("/api/v1/emergency", json={"text": "Bão số 3 đổ bộ trong đêm nay, bà con chằng chống nhà cửa.",
-                                                   "title": "Cảnh báo bão số 3"}, headers={"X-Radio-User": "chu-tich"})
+                                                   "title": "Cảnh báo bão số 3"},
+                        headers=role_headers(service)["approver"])
     assert r.status_code == 201, r.text
     emergency = _wait_settled(service, r.json()["broadcast_id"])
     assert emergency.status == BroadcastStatus.COMPLETED and emergency.priority == "emergency"
@@ -193,8 +194,9 @@ def test_cap_alert_update_cancel_and_exercise(
     """CAP: Alert airs on the mapped zones, Update replaces it, Cancel stops it, Exercise reaches only the test zone."""
     service = _start_demo(make_settings, start_service,
                           cap_zone_map={"TX-SONG": ["tdp-1", "tdp-2"], "TX-ALL": ["all"]}, cap_test_zone="tdp-6")
+    headers = {"Content-Type": "application/xml", **role_headers(service)["approver"]}
     with TestClient(create_app(service, manage=False)) as client:
-        post = lambda body: client.post("/api/v1/cap", content=body, headers={"Content-Type": "application/xml"})  # noqa: E731
+        post = lambda body: client.post("/api/v1/cap", content=body, headers=headers)  # noqa: E731
         first = post(cap("lu-1"))
         assert first.status_code == 200 and first.json()["action"] == "aired", first.text
         b1 = _wait_settled(service, first.json()["broadcast_id"])
@@ -228,8 +230,10 @@ def test_cli_emergency_goes_through_the_running_service(
 
     service = _start_demo(make_settings, start_service)
     monkeypatch.setenv("RADIO_PUBLIC_BASE_URL", service.settings.public_base_url or "")
-    assert main(["emergency", "Cháy tại chợ Thọ Xương, bà con tránh xa khu vực.", "--zone", "tdp-2",
-                 "--user", "chu-tich"]) == 0
+    text = "Cháy tại chợ Thọ Xương, bà con tránh xa khu vực."
+    assert main(["emergency", text, "--zone", "tdp-2"]) == 2  # no token: refused with a message
+    monkeypatch.setenv("RADIO_API_TOKEN", role_headers(service)["approver"]["Authorization"][7:])
+    assert main(["emergency", text, "--zone", "tdp-2"]) == 0
     broadcast_id = int(capsys.readouterr().out.split("số")[1].split()[0])
     row = _wait_settled(service, broadcast_id)
     assert row.kind == "emergency" and {d.node_id for d in row.deliveries} == {"loa-tdp2-a"}

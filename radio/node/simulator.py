@@ -103,7 +103,7 @@ class CrashingPlayer:
 
 class Fleet:
     def __init__(self, configs: Sequence[NodeConfig], *, speed: float = 1.0, faults: FaultConfig | None = None,
-                 http_connections: int = 50) -> None:
+                 http_connections: int = 8) -> None:
         self.faults = faults or FaultConfig()
         self.speed = speed
         self.http_connections = http_connections

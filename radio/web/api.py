@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -13,8 +13,9 @@ from radio.models import Broadcast, Node, utcnow
 from radio.web import queries
 from radio.web.deps import SessionDep, SettingsDep
 from radio.web.schemas import BroadcastDetail, BroadcastOut, NodeOut, OccurrenceOut, SlotOut, ZoneOut
+from radio.web.security import READ
 
-router = APIRouter(prefix="/api/v1", tags=["v1"])
+router = APIRouter(prefix="/api/v1", tags=["v1"], dependencies=[Depends(READ)])
 
 
 @router.get("/zones", response_model=list[ZoneOut])

@@ -11,10 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import text
 
+from radio.auth import LoginThrottle
 from radio.errors import Conflict, InvalidInput, NotFound, RadioError, ServiceUnavailable
 from radio.service import Service
 from radio.sound.store import AudioStore
-from radio.web import api, audit_api, pages, programme_api, slots_api, speech_api
+from radio.web import api, audit_api, auth_api, pages, programme_api, slots_api, speech_api
 from radio.web.deps import ServiceDep
 from radio.web.schemas import Health
 
@@ -37,6 +38,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
 
     app = FastAPI(title="radio — đài truyền thanh thông minh", version="1", lifespan=lifespan)
     app.state.service = service
+    app.state.login_throttle = LoginThrottle()
     store = AudioStore(service.settings.audio_dir)
 
     @app.exception_handler(RadioError)
@@ -72,6 +74,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
         path: Path = store.path_for(sha)
         return FileResponse(path, media_type="audio/mpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
+    app.include_router(auth_api.router)
     app.include_router(api.router)
     app.include_router(programme_api.router)
     app.include_router(slots_api.router)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
 from radio.errors import InvalidInput
 from radio.logbook import asrun, audit, exchange, reports
 from radio.web.deps import SessionDep, SettingsDep
+from radio.web.security import AUDIT, LOGS
 
-router = APIRouter(prefix="/api/v1", tags=["audit"])
+router = APIRouter(prefix="/api/v1", tags=["audit"], dependencies=[Depends(LOGS)])
 
 FromQ = Annotated[str | None, Query(alias="from", max_length=10, description="ngày đầu (2024-01-01 hoặc 01/01/2024)")]
 ToQ = Annotated[str | None, Query(alias="to", max_length=10, description="ngày cuối, tính cả ngày này")]
@@ -56,7 +57,7 @@ def reconciliation(session: SessionDep, settings: SettingsDep, first: FromReq, l
     return jsonable_encoder(result.as_dict())
 
 
-@router.get("/audit")
+@router.get("/audit", dependencies=[Depends(AUDIT)])
 def audit_log(session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
               offset: Annotated[int, Query(ge=0)] = 0, action: Id = None, entity_type: Id = None,
               entity_id: Annotated[str | None, Query(max_length=200)] = None,
@@ -70,7 +71,7 @@ def audit_log(session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] =
     return jsonable_encoder({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
-@router.get("/audit/verify")
+@router.get("/audit/verify", dependencies=[Depends(AUDIT)])
 def audit_verify(session: SessionDep,
                  anchor: Annotated[list[str] | None, Query(max_length=20, description="SỐ:SHA256")] = None) -> Any:
     """Check the hash chain; ``ok`` false names the first broken record and why."""
@@ -78,7 +79,7 @@ def audit_verify(session: SessionDep,
     return audit.verify(session, anchors).as_dict()
 
 
-@router.get("/audit/head")
+@router.get("/audit/head", dependencies=[Depends(AUDIT)])
 def audit_head(session: SessionDep) -> Any:
     """The chain head (last record id and hash), to note outside the database."""
     head = audit.head(session)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -18,10 +18,10 @@ from radio.sound.ffmpeg import AudioDecodeError
 from radio.speech.prepare import prepare_uploaded
 from radio.web import queries
 from radio.web.deps import ServiceDep, SessionDep, SettingsDep
+from radio.web.security import READ, Approver, Editor
 
-router = APIRouter(prefix="/api/v1", tags=["programme"])
+router = APIRouter(prefix="/api/v1", tags=["programme"], dependencies=[Depends(READ)])
 SlugId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
-Actor = Annotated[str, Header(alias="X-Radio-User", max_length=100)]
 
 
 class BulletinIn(BaseModel):
@@ -124,19 +124,19 @@ def get_bulletin(bulletin_id: str, session: SessionDep) -> Bulletin:
 
 
 @router.post("/bulletins", response_model=BulletinOut, status_code=201)
-def create_bulletin(body: BulletinCreate, session: SessionDep, actor: Actor = "api") -> Bulletin:
+def create_bulletin(body: BulletinCreate, session: SessionDep, user: Editor) -> Bulletin:
     if session.get(Bulletin, body.id) is not None:
         raise Conflict(f"bulletin {body.id!r} already exists")
     _check_text(body, has_audio=False)
     row = Bulletin(status=BulletinStatus.DRAFT, **body.model_dump())
     session.add(row)
     session.flush()
-    _commit(session, actor, audit.BULLETIN_CREATED, row, None)
+    _commit(session, user.username, audit.BULLETIN_CREATED, row, None)
     return row
 
 
 @router.put("/bulletins/{bulletin_id}", response_model=BulletinOut)
-def update_bulletin(bulletin_id: str, body: BulletinIn, session: SessionDep, actor: Actor = "api") -> Bulletin:
+def update_bulletin(bulletin_id: str, body: BulletinIn, session: SessionDep, user: Editor) -> Bulletin:
     """Editing content returns an approved or submitted bulletin to draft: it must be approved again."""
     row = _bulletin(session, bulletin_id)
     before = audit.snapshot(row)
@@ -149,54 +149,54 @@ def update_bulletin(bulletin_id: str, body: BulletinIn, session: SessionDep, act
     if changed and row.status != BulletinStatus.DRAFT:
         row.status, row.approved_by, row.approved_at = BulletinStatus.DRAFT, None, None
     if changed:
-        _commit(session, actor, audit.BULLETIN_UPDATED, row, before)
+        _commit(session, user.username, audit.BULLETIN_UPDATED, row, before)
     return row
 
 
 @router.delete("/bulletins/{bulletin_id}", status_code=204)
-def delete_bulletin(bulletin_id: str, session: SessionDep, actor: Actor = "api") -> Response:
+def delete_bulletin(bulletin_id: str, session: SessionDep, user: Editor) -> Response:
     row = _bulletin(session, bulletin_id)
     used = session.scalars(select(SlotItem.slot_id).where(SlotItem.bulletin_id == bulletin_id)).first()
     if used:
         raise Conflict(f"bulletin {bulletin_id!r} is in the playlist of slot {used!r}; remove it there first")
     before = audit.snapshot(row)
     session.delete(row)
-    audit.record(session, actor=actor, action=audit.BULLETIN_DELETED, entity_type="bulletin", entity_id=bulletin_id,
+    audit.record(session, actor=user.username, action=audit.BULLETIN_DELETED, entity_type="bulletin", entity_id=bulletin_id,
                  before=before, after=None)
     session.commit()
     return Response(status_code=204)
 
 
 @router.post("/bulletins/{bulletin_id}/submit", response_model=BulletinOut)
-def submit_bulletin(bulletin_id: str, session: SessionDep, actor: Actor = "api") -> Bulletin:
+def submit_bulletin(bulletin_id: str, session: SessionDep, user: Editor) -> Bulletin:
     row = _bulletin(session, bulletin_id)
     if row.status != BulletinStatus.DRAFT:
         raise Conflict(f"bulletin {bulletin_id!r} is {row.status}, only a draft can be submitted")
     before = audit.snapshot(row)
     row.status, row.submitted_at, row.review_comment = BulletinStatus.SUBMITTED, utcnow(), None
-    _commit(session, actor, audit.BULLETIN_SUBMITTED, row, before)
+    _commit(session, user.username, audit.BULLETIN_SUBMITTED, row, before)
     return row
 
 
 @router.post("/bulletins/{bulletin_id}/approve", response_model=BulletinOut)
-def approve_bulletin(bulletin_id: str, session: SessionDep, actor: Actor = "api") -> Bulletin:
+def approve_bulletin(bulletin_id: str, session: SessionDep, user: Approver) -> Bulletin:
     row = _bulletin(session, bulletin_id)
     if row.status != BulletinStatus.SUBMITTED:
         raise Conflict(f"bulletin {bulletin_id!r} is {row.status}, only a submitted bulletin can be approved")
     before = audit.snapshot(row)
-    row.status, row.approved_by, row.approved_at = BulletinStatus.APPROVED, actor, utcnow()
-    _commit(session, actor, audit.BULLETIN_APPROVED, row, before)
+    row.status, row.approved_by, row.approved_at = BulletinStatus.APPROVED, user.username, utcnow()
+    _commit(session, user.username, audit.BULLETIN_APPROVED, row, before)
     return row
 
 
 @router.post("/bulletins/{bulletin_id}/return", response_model=BulletinOut)
-def return_bulletin(bulletin_id: str, body: ReturnIn, session: SessionDep, actor: Actor = "api") -> Bulletin:
+def return_bulletin(bulletin_id: str, body: ReturnIn, session: SessionDep, user: Approver) -> Bulletin:
     row = _bulletin(session, bulletin_id)
     if row.status != BulletinStatus.SUBMITTED:
         raise Conflict(f"bulletin {bulletin_id!r} is {row.status}, only a submitted bulletin can be returned")
     before = audit.snapshot(row)
     row.status, row.review_comment = BulletinStatus.DRAFT, body.comment
-    _commit(session, actor, audit.BULLETIN_RETURNED, row, before)
+    _commit(session, user.username, audit.BULLETIN_RETURNED, row, before)
     return row
 
 
@@ -209,7 +209,7 @@ def list_assets(session: SessionDep) -> list[AudioAsset]:
 @router.post("/assets", response_model=AssetOut, status_code=201)
 async def upload_asset(session: SessionDep, settings: SettingsDep, file: Annotated[UploadFile, File()],
                        id: Annotated[SlugId, Form()], name: Annotated[str, Form(min_length=1, max_length=300)],
-                       actor: Actor = "api") -> AudioAsset:
+                       user: Editor) -> AudioAsset:
     """Accept MP3/WAV/OGG/M4A by content (never by file name); measure and store it content-addressed."""
     if session.get(AudioAsset, id) is not None:
         raise Conflict(f"audio {id!r} already exists")
@@ -224,7 +224,7 @@ async def upload_asset(session: SessionDep, settings: SettingsDep, file: Annotat
     row = AudioAsset(id=id, name=name, sha256=audio.sha256, duration_s=audio.duration_s)
     session.add(row)
     session.flush()
-    _commit(session, actor, "asset.uploaded", row, None)
+    _commit(session, user.username, "asset.uploaded", row, None)
     return row
 
 
@@ -236,17 +236,17 @@ def _broadcaster(service: ServiceDep):  # type: ignore[no-untyped-def]
 
 
 @router.post("/emergency", response_model=AiredOut, status_code=201, tags=["emergency"])
-def post_emergency(body: EmergencyIn, service: ServiceDep, actor: Actor = "api") -> AiredOut:
+def post_emergency(body: EmergencyIn, service: ServiceDep, user: Approver) -> AiredOut:
     """Air an emergency now on its zones (default: the whole ward), preempting whatever plays there."""
     broadcast_id = emergency.trigger(_broadcaster(service), emergency.EmergencyRequest(
-        text=body.text, title=body.title, zone_ids=body.zones, actor=actor))
+        text=body.text, title=body.title, zone_ids=body.zones, actor=user.username))
     return AiredOut(broadcast_id=broadcast_id, detail=", ".join(body.zones) or "toàn phường")
 
 
 @router.post("/cap", response_model=AiredOut, tags=["emergency"],
              openapi_extra={"requestBody": {"content": {"application/xml": {"schema": {"type": "string"}}},
                                             "required": True}})
-async def post_cap(request: Request, service: ServiceDep, settings: SettingsDep) -> AiredOut:
+async def post_cap(request: Request, service: ServiceDep, settings: SettingsDep, user: Approver) -> AiredOut:
     """Receive a CAP 1.2 alert (XML): Alert airs, Update replaces, Cancel stops; Exercise/Test only in the test zone."""
     body = await request.body()
     if len(body) > 1024 * 1024:

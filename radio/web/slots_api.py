@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header
+from fastapi import APIRouter, Body, Depends
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
@@ -22,9 +22,9 @@ from radio.settings import Settings
 from radio.web import queries
 from radio.web.deps import SessionDep, SettingsDep
 from radio.web.schemas import SlotOut
+from radio.web.security import EDIT, READ, Editor
 
-router = APIRouter(prefix="/api/v1", tags=["slots"])
-Actor = Annotated[str, Header(alias="X-Radio-User", max_length=100)]
+router = APIRouter(prefix="/api/v1", tags=["slots"], dependencies=[Depends(READ)])
 
 
 class RuleProblem(BaseModel):
@@ -102,39 +102,39 @@ def get_slot(slot_id: str, session: SessionDep) -> SlotOut:
 
 @router.post("/slots", response_model=SlotOut, status_code=201)
 def create_slot(spec: Annotated[SlotSpec, Body()], session: SessionDep, settings: SettingsDep,
-                actor: Actor = "api") -> SlotOut:
+                user: Editor) -> SlotOut:
     if session.get(Slot, spec.id) is not None:
         raise Conflict(f"slot {spec.id!r} already exists")
-    return _save(session, spec, settings, actor, audit.SLOT_CREATED, None)
+    return _save(session, spec, settings, user.username, audit.SLOT_CREATED, None)
 
 
 @router.put("/slots/{slot_id}", response_model=SlotOut)
 def update_slot(slot_id: str, spec: Annotated[SlotSpec, Body()], session: SessionDep, settings: SettingsDep,
-                actor: Actor = "api") -> SlotOut:
+                user: Editor) -> SlotOut:
     if spec.id != slot_id:
         raise InvalidInput(f"the body's id {spec.id!r} differs from the URL's {slot_id!r}", where="id")
     slot = session.get(Slot, slot_id)
     if slot is None:
         raise NotFound("slot", slot_id)
     before = queries.slot_out(slot).model_dump(mode="json")
-    return _save(session, spec, settings, actor, audit.SLOT_UPDATED, before)
+    return _save(session, spec, settings, user.username, audit.SLOT_UPDATED, before)
 
 
 @router.delete("/slots/{slot_id}", status_code=204)
-def delete_slot(slot_id: str, session: SessionDep, actor: Actor = "api") -> Response:
+def delete_slot(slot_id: str, session: SessionDep, user: Editor) -> Response:
     """Delete a slot; its past broadcasts stay in the as-run log (their slot link is cleared)."""
     slot = session.get(Slot, slot_id)
     if slot is None:
         raise NotFound("slot", slot_id)
     before = queries.slot_out(slot).model_dump(mode="json")
     session.delete(slot)
-    audit.record(session, actor=actor, action=audit.SLOT_DELETED, entity_type="slot", entity_id=slot_id,
+    audit.record(session, actor=user.username, action=audit.SLOT_DELETED, entity_type="slot", entity_id=slot_id,
                  before=before, after=None)
     session.commit()
     return Response(status_code=204)
 
 
-@router.post("/slots/check", response_model=CheckOut)
+@router.post("/slots/check", response_model=CheckOut, dependencies=[Depends(EDIT)])
 def check_slot(spec: Annotated[SlotSpec, Body()], session: SessionDep, settings: SettingsDep) -> CheckOut:
     """Run every check a save would run, without saving: for forms that show problems before saving."""
     try:

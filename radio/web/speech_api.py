@@ -13,7 +13,7 @@ import unicodedata
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, Field
 
 from radio.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
@@ -34,8 +34,9 @@ from radio.speech.lexicon import (
 from radio.speech.normalize import normalize
 from radio.speech.prepare import BulletinTextError, prepare_speech
 from radio.web.deps import SettingsDep
+from radio.web.security import EDIT, PREVIEW, READ
 
-router = APIRouter(prefix="/api/v1", tags=["speech"])
+router = APIRouter(prefix="/api/v1", tags=["speech"], dependencies=[Depends(READ)])
 
 MAX_TEXT_CHARS = 200_000  # the schema's hard ceiling; the site's max_bulletin_chars is checked too
 _NO_LINE_BREAKS = r"^[^\t\r\n]*$"
@@ -117,7 +118,7 @@ def get_lexicon(settings: SettingsDep) -> LexiconOut:
     return _entries_out(settings)
 
 
-@router.post("/lexicon", response_model=LexiconChange)
+@router.post("/lexicon", response_model=LexiconChange, dependencies=[Depends(EDIT)])
 def add_lexicon_entry(entry: LexiconEntryIn, settings: SettingsDep) -> LexiconChange:
     """Add or replace a pronunciation; it is saved to the local file and used by the next synthesis."""
     before = site_lexicon_info(settings)
@@ -140,7 +141,7 @@ def add_lexicon_entry(entry: LexiconEntryIn, settings: SettingsDep) -> LexiconCh
     )
 
 
-@router.delete("/lexicon/{written}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/lexicon/{written}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(EDIT)])
 def delete_lexicon_entry(written: str, settings: SettingsDep) -> Response:
     """Remove one of the officer's entries (a shipped entry it overrode applies again)."""
     try:
@@ -186,7 +187,7 @@ def _header(value: str) -> str:
     return quote(" ".join(value.split()), safe=_HEADER_SAFE)
 
 
-@router.post("/tts/preview", response_class=Response,
+@router.post("/tts/preview", response_class=Response, dependencies=[Depends(PREVIEW)],
              responses={200: {"content": {"audio/mpeg": {}}, "description": "the MP3 that would air"}})
 def preview(body: PreviewIn, settings: SettingsDep) -> Response:
     """The exact MP3 that would air for this text (chime, pauses, loudness), stored and cached as for air.

@@ -22,8 +22,8 @@ from radio.sound.ffmpeg import AudioSegment, probe_duration
 from radio.speech.engines import EspeakEngine, register_engine, unregister_engine
 from radio.speech.lexicon import Lexicon, default_lexicon, local_lexicon_path, site_lexicon
 from radio.speech.prepare import prepare_speech
-from radio.web import speech_api
 from radio.web.app import create_app
+from tests.conftest import role_headers
 
 
 class RecordingEngine:
@@ -41,10 +41,7 @@ class RecordingEngine:
 
 
 def build_app(settings: Settings) -> FastAPI:
-    app = create_app(Service(settings), manage=False)
-    if not any(getattr(route, "path", "") == "/api/v1/lexicon" for route in app.routes):
-        app.include_router(speech_api.router)  # the line app.py carries
-    return app
+    return create_app(Service(settings), manage=False)
 
 
 @pytest.fixture
@@ -54,7 +51,9 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(build_app(settings)) as test_client:
+    app = build_app(settings)
+    with TestClient(app) as test_client:
+        test_client.headers.update(role_headers(app.state.service)["admin"])
         yield test_client
 
 
@@ -235,6 +234,7 @@ def test_preview_reports_a_fallback_in_an_ascii_header(client: TestClient, setti
     """When Piper has no model, espeak speaks and X-Audio-Fallback carries the percent-encoded reason."""
     app = build_app(settings.model_copy(update={"piper_model": settings.data_dir / "giọng" / "vi.onnx"}))
     with TestClient(app) as piper_client:
+        piper_client.headers.update(client.headers)  # same database: the same accounts
         response = piper_client.post("/api/v1/tts/preview", json={"text": "Xin chào.", "engine": "piper"})
     assert response.status_code == 200
     assert response.headers["X-Audio-Engine"] == "espeak"

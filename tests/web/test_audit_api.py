@@ -24,6 +24,7 @@ from radio.service import Service
 from radio.settings import Settings
 from radio.web import audit_api
 from radio.web.app import create_app
+from tests.conftest import role_headers
 
 READ_ONLY_PREFIXES = ("/api/v1/asrun", "/api/v1/reconciliation", "/api/v1/audit", "/api/v1/reports",
                       "/api/v1/exchange")
@@ -48,6 +49,7 @@ def app(tmp_path: Path) -> Iterator[FastAPI]:
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app) as test_client:
+        test_client.headers.update(role_headers(app.state.service)["auditor"])
         yield test_client
 
 
@@ -81,14 +83,15 @@ def test_reconciliation(client: TestClient) -> None:
 
 def test_audit_trail_and_verify(client: TestClient, app: FastAPI) -> None:
     """GET /audit pages the trail newest first; /audit/verify and /audit/head report the chain."""
-    r = client.get("/api/v1/audit", params={"limit": 3})
+    # The sample's 8 entries, then 10 from the test accounts (5 users, 5 tokens) on top.
+    r = client.get("/api/v1/audit", params={"limit": 3, "offset": 10})
     body = r.json()
-    assert body["total"] == 8 and [e["id"] for e in body["items"]] == [8, 7, 6]
+    assert body["total"] == 18 and [e["id"] for e in body["items"]] == [8, 7, 6]
     assert body["items"][0]["action"] == "slot.created" and body["items"][0]["after"]["name"]
     assert client.get("/api/v1/audit", params={"action": "bulletin.approved"}).json()["total"] == 2
     head = client.get("/api/v1/audit/head").json()
     verified = client.get("/api/v1/audit/verify", params={"anchor": head["anchor"]}).json()
-    assert verified["ok"] and verified["count"] == 8 and verified["head_hash"] == head["hash"]
+    assert verified["ok"] and verified["count"] == 18 and verified["head_hash"] == head["hash"]
     engine = app.state.service.engine
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TRIGGER audit_log_no_delete")
@@ -184,4 +187,4 @@ def test_audit_rows_cannot_be_written_by_any_http_method(client: TestClient) -> 
         for method in ("POST", "PUT", "PATCH", "DELETE"):
             assert client.request(method, path).status_code == 405, (method, path)
     assert client.get("/api/v1/audit/head").json() == before
-    assert before["id"] == 8 and len(before["hash"]) == 64 and before["hash"] != audit.GENESIS
+    assert before["id"] == 18 and len(before["hash"]) == 64 and before["hash"] != audit.GENESIS

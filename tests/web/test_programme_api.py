@@ -13,7 +13,7 @@ from radio.schedule.loader import load_programme
 from radio.service import Service
 from radio.settings import Settings
 from radio.web.app import create_app
-from tests.conftest import DEMO
+from tests.conftest import DEMO, role_headers
 
 
 @pytest.fixture
@@ -25,6 +25,7 @@ def client(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
     migrate(service.engine)
     load_programme(DEMO, service.factory, settings=service.settings)
     with TestClient(create_app(service, manage=False)) as client:
+        client.headers.update(role_headers(service)["admin"])
         yield client
     service.engine.dispose()
 
@@ -47,8 +48,8 @@ def test_bulletin_lifecycle_draft_submit_approve_edit(client: TestClient) -> Non
     assert client.post("/api/v1/bulletins", json=body).status_code == 409
     assert client.post("/api/v1/bulletins/cat-nuoc/approve").status_code == 409  # not submitted yet
     assert client.post("/api/v1/bulletins/cat-nuoc/submit").json()["status"] == "submitted"
-    r = client.post("/api/v1/bulletins/cat-nuoc/approve", headers={"X-Radio-User": "pho-chu-tich"})
-    assert r.json()["status"] == "approved" and r.json()["approved_by"] == "pho-chu-tich"
+    r = client.post("/api/v1/bulletins/cat-nuoc/approve")
+    assert r.json()["status"] == "approved" and r.json()["approved_by"] == "r-admin"
     edit = {"title": "Thông báo cắt nước", "text": "TDP 3 tạm ngừng cấp nước từ 8h đến 12h."}
     r = client.put("/api/v1/bulletins/cat-nuoc", json=edit)
     assert r.json()["status"] == "draft" and r.json()["approved_by"] is None

@@ -1,0 +1,197 @@
+"""People and machines: users with roles, argon2id passwords, API tokens, login throttling.
+
+Roles (docs/security.md has the full route matrix):
+    admin      everything, including users
+    officer    biên tập: writes bulletins, schedules slots, uploads audio
+    approver   phê duyệt: approves content, triggers emergencies
+    auditor    giám sát: reads logs, the audit trail and reports only
+    node       machine accounts (loudspeaker nodes)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from radio.errors import Conflict, InvalidInput, NotFound
+from radio.logbook import audit
+from radio.models import ApiToken, Role, User, utcnow
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+HUMAN_ROLES = (Role.ADMIN, Role.OFFICER, Role.APPROVER, Role.AUDITOR)
+MIN_PASSWORD = 8
+TOKEN_PREFIX = "rt_"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Principal:
+    """The authenticated caller of a request."""
+
+    user_id: int
+    username: str
+    role: Role
+    via: str  # "session" | "token"
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(f"mật khẩu phải có ít nhất {MIN_PASSWORD} ký tự", where="password")
+    if len(password) > 200:
+        raise InvalidInput("mật khẩu quá dài (tối đa 200 ký tự)", where="password")
+    return _hasher.hash(password)
+
+
+def check_password(user: User, password: str) -> bool:
+    try:
+        return _hasher.verify(user.password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+def _spend_time(password: str) -> bool:
+    """Hash like a real check so an unknown user name cannot be told apart by timing."""
+    try:
+        _hasher.verify(_DUMMY_HASH, password)
+    except VerificationError:
+        pass
+    return False
+
+
+def add_user(session: Session, *, username: str, password: str, role: str, full_name: str = "",
+             actor: str = audit.ACTOR_CLI) -> User:
+    if role not in Role.__members__.values():
+        raise InvalidInput(f"vai trò không hợp lệ {role!r}; chọn {', '.join(r.value for r in Role)}", where="role")
+    if not username or len(username) > 64 or not all(c.isalnum() or c in "._-" for c in username):
+        raise InvalidInput("tên đăng nhập chỉ gồm chữ, số, '.', '_', '-' (tối đa 64)", where="username")
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise Conflict(f"user {username!r} already exists")
+    user = User(username=username, full_name=full_name, role=role, password_hash=hash_password(password))
+    session.add(user)
+    session.flush()
+    audit.record(session, actor=actor, action=audit.USER_CREATED, entity_type="user", entity_id=username,
+                 before=None, after=_public(user))
+    return user
+
+
+def get_user(session: Session, username: str) -> User:
+    user = session.scalars(select(User).where(User.username == username)).one_or_none()
+    if user is None:
+        raise NotFound("user", username)
+    return user
+
+
+def set_password(session: Session, username: str, password: str, *, actor: str = audit.ACTOR_CLI) -> None:
+    user = get_user(session, username)
+    user.password_hash = hash_password(password)
+    user.session_epoch += 1  # every open web session of this user ends
+    audit.record(session, actor=actor, action=audit.USER_UPDATED, entity_type="user", entity_id=username,
+                 before=None, after={"password": "changed"})
+
+
+def set_disabled(session: Session, username: str, disabled: bool, *, actor: str = audit.ACTOR_CLI) -> None:
+    user = get_user(session, username)
+    before = _public(user)
+    user.disabled = disabled
+    user.session_epoch += 1
+    audit.record(session, actor=actor, action=audit.USER_UPDATED, entity_type="user", entity_id=username,
+                 before=before, after=_public(user))
+
+
+def _public(user: User) -> dict[str, object]:
+    return {"username": user.username, "full_name": user.full_name, "role": user.role, "disabled": user.disabled}
+
+
+# tokens ----------------------------------------------------------------------------------------------
+def create_token(session: Session, user: User, name: str) -> str:
+    """A new bearer token; returned once, only its sha256 is kept."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, name=name[:100], token_sha256=_sha256(token)))
+    audit.record(session, actor=user.username, action="token.created", entity_type="user", entity_id=user.username,
+                 before=None, after={"token": name[:100]})
+    return token
+
+
+def principal_for_token(session: Session, token: str) -> Principal | None:
+    row = session.scalars(select(ApiToken).where(ApiToken.token_sha256 == _sha256(token))).one_or_none()
+    if row is None:
+        return None
+    user = session.get(User, row.user_id)
+    if user is None or user.disabled:
+        return None
+    row.last_used_at = utcnow()
+    return Principal(user_id=user.id, username=user.username, role=Role(user.role), via="token")
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+# login -----------------------------------------------------------------------------------------------
+class LoginThrottle:
+    """At most ``limit`` failures per username and per client address in ``window_s``; then refuse."""
+
+    def __init__(self, limit: int = 5, window_s: float = 300.0) -> None:
+        self.limit, self.window_s = limit, window_s
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def blocked(self, *keys: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            for key in keys:
+                q = self._failures[key]
+                while q and now - q[0] > self.window_s:
+                    q.popleft()
+                if len(q) >= self.limit:
+                    return True
+        return False
+
+    def failed(self, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                self._failures[key].append(time.monotonic())
+
+    def succeeded(self, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                self._failures.pop(key, None)
+
+
+class LoginRefused(Exception):
+    def __init__(self, reason: str, throttled: bool = False) -> None:
+        self.reason, self.throttled = reason, throttled
+        super().__init__(reason)
+
+
+def login(session: Session, throttle: LoginThrottle, username: str, password: str, client: str) -> User:
+    """Check a password login, throttled per user and per address; every failure is audited."""
+    keys = (f"user:{username.lower()}", f"addr:{client}")
+    if throttle.blocked(*keys):
+        audit.record(session, actor=username[:100] or "?", action=audit.USER_LOGIN_FAILED, entity_type="user",
+                     entity_id=username[:200], before=None, after={"reason": "throttled", "client": client})
+        raise LoginRefused("Đăng nhập sai quá nhiều lần, hãy thử lại sau ít phút.", throttled=True)
+    user = session.scalars(select(User).where(User.username == username)).one_or_none()
+    ok = check_password(user, password) if user else _spend_time(password)
+    if user is None or not ok or user.disabled or user.role == Role.NODE:
+        throttle.failed(*keys)
+        audit.record(session, actor=username[:100] or "?", action=audit.USER_LOGIN_FAILED, entity_type="user",
+                     entity_id=username[:200], before=None,
+                     after={"reason": "disabled" if user and user.disabled and ok else "bad credentials",
+                            "client": client})
+        raise LoginRefused("Tên đăng nhập hoặc mật khẩu không đúng.")
+    throttle.succeeded(*keys)
+    audit.record(session, actor=user.username, action="user.login", entity_type="user", entity_id=user.username,
+                 before=None, after={"client": client})
+    return user

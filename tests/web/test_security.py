@@ -1,0 +1,159 @@
+"""Who may do what: every route with every role, sessions with CSRF, login throttling, audit of logins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from radio.auth import add_user
+from radio.db import migrate, transaction
+from radio.logbook import audit
+from radio.schedule.loader import load_programme
+from radio.service import Service
+from radio.settings import Settings
+from radio.web.app import create_app
+from tests.conftest import DEMO, ROLES, role_headers
+
+HUMANS = {"admin", "officer", "approver", "auditor"}
+EDIT = {"admin", "officer"}
+APPROVE = {"admin", "approver"}
+PUBLIC = set(ROLES) | {None}
+
+# The access policy, written out: (method, path) -> roles allowed. A new route must be added here.
+MATRIX: dict[tuple[str, str], set[str | None] | set[str]] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/audio/{name}"): PUBLIC,  # content-addressed by a 256-bit hash; nodes fetch it
+    ("POST", "/api/v1/login"): PUBLIC,
+    ("POST", "/api/v1/logout"): PUBLIC,
+    ("GET", "/api/v1/me"): HUMANS,
+    ("POST", "/api/v1/tokens"): HUMANS,
+    ("GET", "/api/v1/users"): {"admin"},
+    ("POST", "/api/v1/users"): {"admin"},
+    ("POST", "/api/v1/users/{username}/password"): {"admin"},
+    ("POST", "/api/v1/users/{username}/disable"): {"admin"},
+    **{("GET", p): HUMANS for p in (
+        "/api/v1/zones", "/api/v1/nodes", "/api/v1/slots", "/api/v1/occurrences", "/api/v1/broadcasts",
+        "/api/v1/broadcasts/{broadcast_id}", "/api/v1/bulletins", "/api/v1/bulletins/{bulletin_id}",
+        "/api/v1/assets", "/api/v1/calendar.ics", "/api/v1/slots/{slot_id}", "/api/v1/lexicon",
+        "/api/v1/tts/normalize", "/api/v1/tts/engines")},
+    ("POST", "/api/v1/slots"): EDIT,
+    ("PUT", "/api/v1/slots/{slot_id}"): EDIT,
+    ("DELETE", "/api/v1/slots/{slot_id}"): EDIT,
+    ("POST", "/api/v1/slots/check"): EDIT,
+    ("POST", "/api/v1/bulletins"): EDIT,
+    ("PUT", "/api/v1/bulletins/{bulletin_id}"): EDIT,
+    ("DELETE", "/api/v1/bulletins/{bulletin_id}"): EDIT,
+    ("POST", "/api/v1/bulletins/{bulletin_id}/submit"): EDIT,
+    ("POST", "/api/v1/bulletins/{bulletin_id}/approve"): APPROVE,
+    ("POST", "/api/v1/bulletins/{bulletin_id}/return"): APPROVE,
+    ("POST", "/api/v1/assets"): EDIT,
+    ("POST", "/api/v1/emergency"): APPROVE,
+    ("POST", "/api/v1/cap"): APPROVE,
+    ("POST", "/api/v1/lexicon"): EDIT,
+    ("DELETE", "/api/v1/lexicon/{written}"): EDIT,
+    ("POST", "/api/v1/tts/preview"): {"admin", "officer", "approver"},
+    **{("GET", p): HUMANS for p in ("/api/v1/asrun", "/api/v1/reconciliation", "/api/v1/reports",
+                                    "/api/v1/exchange")},
+    **{("GET", p): {"admin", "auditor"} for p in ("/api/v1/audit", "/api/v1/audit/verify", "/api/v1/audit/head")},
+}
+SAMPLE = {"name": "0" * 64 + ".mp3", "username": "r-spare", "broadcast_id": "1", "bulletin_id": "nhac-lich-mot-cua",
+          "slot_id": "nhac-lich-mot-cua", "written": "UBND"}
+
+
+@pytest.fixture
+def app_and_headers(make_settings: Callable[..., Settings]) -> Iterator[tuple[TestClient, dict[str, dict[str, str]]]]:
+    service = Service(make_settings())
+    migrate(service.engine)
+    load_programme(DEMO, service.factory, settings=service.settings)
+    headers = role_headers(service)
+    with transaction(service.factory) as session:  # the account the user-admin routes act on
+        add_user(session, username="r-spare", password="mat-khau-thu", role="auditor")
+    with TestClient(create_app(service, manage=False)) as client:
+        yield client, headers
+    service.engine.dispose()
+
+
+def test_every_route_with_every_role(app_and_headers: tuple[TestClient, dict[str, dict[str, str]]]) -> None:
+    """Each route answers 401 without credentials, 403 to roles outside the policy, and lets allowed roles in."""
+    client, headers = app_and_headers
+    routes = {(m.upper(), p) for p, ops in client.app.openapi()["paths"].items() for m in ops}  # type: ignore[attr-defined]
+    assert routes == set(MATRIX), f"routes without a policy entry: {routes - set(MATRIX)}"
+    for (method, path), allowed in sorted(MATRIX.items()):
+        url = path.format(**SAMPLE)
+        for role in (*ROLES, None):
+            status = client.request(method, url, headers=headers[role] if role else {}).status_code
+            if role in allowed:
+                assert status not in (401, 403), (method, path, role, status)
+            elif role is None:
+                assert status == 401, (method, path, status)
+            else:
+                assert status == 403, (method, path, role, status)
+
+
+def test_cookie_session_needs_csrf_on_changes(app_and_headers: tuple[TestClient, dict[str, dict[str, str]]]) -> None:
+    """A browser session reads freely but changes only with its CSRF token; the cookie is HttpOnly and Lax."""
+    client, _ = app_and_headers
+    r = client.post("/api/v1/login", json={"username": "r-officer", "password": "mat-khau-thu"})
+    assert r.status_code == 200
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie
+    csrf = r.json()["csrf_token"]
+    assert client.get("/api/v1/me").json()["username"] == "r-officer"
+    body = {"id": "tin-csrf", "title": "Thử", "text": "Thử."}
+    assert client.post("/api/v1/bulletins", json=body).status_code == 403
+    assert client.post("/api/v1/bulletins", json=body, headers={"X-CSRF-Token": "sai"}).status_code == 403
+    assert client.post("/api/v1/bulletins", json=body, headers={"X-CSRF-Token": csrf}).status_code == 201
+    client.post("/api/v1/logout")
+    client.cookies.clear()
+    assert client.get("/api/v1/me").status_code == 401
+
+
+def test_password_change_and_disable_end_sessions(
+    app_and_headers: tuple[TestClient, dict[str, dict[str, str]]]
+) -> None:
+    """Changing a password ends that user's open sessions; a disabled user can neither log in nor use tokens."""
+    client, headers = app_and_headers
+    client.post("/api/v1/login", json={"username": "r-approver", "password": "mat-khau-thu"})
+    assert client.get("/api/v1/me").status_code == 200
+    assert client.post("/api/v1/users/r-approver/password", json={"password": "mat-khau-moi-2"},
+                       headers=headers["admin"]).status_code == 204
+    assert client.get("/api/v1/me").status_code == 401
+    client.cookies.clear()
+    assert client.post("/api/v1/users/r-auditor/disable", headers=headers["admin"]).status_code == 200
+    assert client.get("/api/v1/me", headers=headers["auditor"]).status_code == 401
+    r = client.post("/api/v1/login", json={"username": "r-auditor", "password": "mat-khau-thu"})
+    assert r.status_code == 401
+
+
+def test_login_is_throttled_and_every_attempt_audited(
+    app_and_headers: tuple[TestClient, dict[str, dict[str, str]]]
+) -> None:
+    """Five wrong passwords lock the account for a while (429 even with the right one); failures are audited."""
+    client, _ = app_and_headers
+    for _ in range(5):
+        r = client.post("/api/v1/login", json={"username": "r-officer", "password": "doan-mo"})
+        assert r.status_code == 401 and "không đúng" in r.json()["detail"]
+    r = client.post("/api/v1/login", json={"username": "r-officer", "password": "mat-khau-thu"})
+    assert r.status_code == 429
+    r = client.post("/api/v1/login", json={"username": "khong-ton-tai", "password": "x"})
+    assert r.status_code in (401, 429)
+    service: Service = client.app.state.service  # type: ignore[attr-defined]
+    with service.factory() as session:
+        total, rows = audit.entries(session, action=audit.USER_LOGIN_FAILED, limit=100)
+        assert total == 7 and {r.after["reason"] for r in rows} >= {"bad credentials", "throttled"}
+        assert audit.verify(session).ok
+
+
+def test_passwords_are_stored_with_argon2(app_and_headers: tuple[TestClient, dict[str, dict[str, str]]]) -> None:
+    """Stored password hashes are argon2id, never the password."""
+    from sqlalchemy import select
+
+    from radio.models import User
+
+    client, _ = app_and_headers
+    service: Service = client.app.state.service  # type: ignore[attr-defined]
+    with service.factory() as session:
+        hashes = list(session.scalars(select(User.password_hash)))
+    assert hashes and all(h.startswith("$argon2id$") and "mat-khau-thu" not in h for h in hashes)
