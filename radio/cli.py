@@ -424,6 +424,41 @@ def _period_options(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--to", dest="date_to", required=required, metavar="NGÀY", help="ngày cuối (tính cả ngày này)")
 
 
+# MQTT accounts (docs/security.md) ----------------------------------------------------------------------
+def _broker_address(settings: Settings):  # type: ignore[no-untyped-def]
+    from radio.dispatch.mqtt import BrokerAddress
+
+    return BrokerAddress.parse(settings.mqtt_url or f"mqtt://{settings.embedded_mqtt_host}:{settings.embedded_mqtt_port}")
+
+
+def cmd_mqtt_export(args: argparse.Namespace, settings: Settings) -> int:
+    from radio.dispatch import acl
+
+    with _factory(settings)() as session:
+        result = acl.export(session, settings, args.output or settings.data_dir / "mosquitto")
+    print(f"Đã ghi {result.passwd} và {result.acl}: {len(result.users)} tài khoản "
+          f"({acl.SERVICE_USER} và {len(result.users) - 1} cụm loa)")
+    if result.missing:
+        print(f"Chưa có mật khẩu MQTT (không đăng nhập được): {', '.join(result.missing)} — "
+              "tạo bằng `radio node credentials MÃ_CỤM_LOA` rồi xuất lại")
+    print(result.instructions)
+    return 0
+
+
+def cmd_node_credentials(args: argparse.Namespace, settings: Settings) -> int:
+    from radio.db import transaction
+    from radio.dispatch import acl
+
+    with transaction(_factory(settings)) as session:
+        password = acl.issue_node_password(session, args.node_id)
+    print(f"Mật khẩu MQTT mới của cụm loa {args.node_id} (chỉ hiện một lần; mật khẩu cũ hết hiệu lực):")
+    print(password)
+    print("Địa chỉ broker cho cấu hình của cụm loa (node.broker hoặc RADIO_NODE_BROKER):")
+    print(acl.node_url(_broker_address(settings), args.node_id, password))
+    print("Với Mosquitto: chạy `radio mqtt export` rồi nạp lại Mosquitto.")
+    return 0
+
+
 # parser ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radio", description="Đài truyền thanh thông minh cấp phường.")
@@ -564,6 +599,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_audit_log)
     p = aud.add_parser("head", help="in mốc đầu chuỗi (SỐ:SHA256) để lưu ngoài cơ sở dữ liệu")
     p.set_defaults(handler=cmd_audit_head)
+
+    mqtt = sub.add_parser("mqtt", help="tài khoản và quyền MQTT cho broker Mosquitto").add_subparsers(
+        dest="sub", required=True, metavar="LỆNH")
+    p = mqtt.add_parser("export", help="ghi tệp mật khẩu và tệp ACL cho Mosquitto từ danh sách cụm loa")
+    p.add_argument("-o", "--output", type=Path, help="thư mục ghi tệp (mặc định: <data_dir>/mosquitto)")
+    p.set_defaults(handler=cmd_mqtt_export)
+    node_sub = sub.choices["node"].add_subparsers(dest="node_sub", metavar="LỆNH")  # `radio node` alone runs a node
+    p = node_sub.add_parser("credentials", help="cấp mật khẩu MQTT mới cho một cụm loa (in ra một lần)")
+    p.add_argument("node_id", help="mã cụm loa")
+    p.set_defaults(handler=cmd_node_credentials)
     return parser
 
 

@@ -2,15 +2,23 @@
 
 paho runs its network loop in its own thread (``loop_start``); incoming messages are handed to a
 callback on that thread, which must only enqueue (see radio/logbook/recorder.py).
+
+Broker URLs: ``mqtt://[user:password@]host[:1883]`` or, over TLS, ``mqtts://[user:password@]host[:8883]``
+with optional query parameters ``ca`` (CA bundle that signed the broker's certificate; default: the system's
+trust store), ``cert`` and ``key`` (a client certificate), e.g.
+``mqtts://loa-tdp1-a:secret@radio.example.vn:8883?ca=/etc/radio/ca.pem``. The broker's certificate and host
+name are always verified (:func:`tls_context`); there is no switch to turn that off.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -28,23 +36,74 @@ class BrokerAddress:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    ca_file: Path | None = None  # CA bundle to verify the broker with; None = the system's trust store
+    cert_file: Path | None = None  # client certificate (PEM; may hold the key too)
+    key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.tls and (self.ca_file or self.cert_file or self.key_file):
+            raise ValueError("TLS files (ca, cert, key) need an mqtts:// broker URL")
+        if self.key_file and not self.cert_file:
+            raise ValueError("a client key needs its certificate (cert=...)")
 
     @classmethod
     def parse(cls, url: str) -> BrokerAddress:
+        """``mqtt[s]://[user:password@]host[:port][?ca=FILE&cert=FILE&key=FILE]``."""
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError(f"not an MQTT URL: {url!r} (expected mqtt://host:port)")
         tls = parts.scheme == "mqtts"
+        query = parse_qs(parts.query, keep_blank_values=True)
+        unknown = set(query) - {"ca", "cert", "key"}
+        if unknown:
+            raise ValueError(f"unknown MQTT URL option(s) {', '.join(sorted(unknown))} (expected ca, cert, key)")
+
+        def path(name: str) -> Path | None:
+            values = query.get(name)
+            return Path(values[-1]) if values and values[-1] else None
+
         return cls(
             host=parts.hostname,
             port=parts.port or (8883 if tls else 1883),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             tls=tls,
+            ca_file=path("ca"),
+            cert_file=path("cert"),
+            key_file=path("key"),
         )
 
     def __str__(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def tls_context(address: BrokerAddress) -> ssl.SSLContext | None:
+    """The TLS settings for ``address`` (None for plain mqtt://): TLS 1.2+, certificate and host name checked.
+
+    paho (the service) and aiomqtt (nodes: ``aiomqtt.Client(..., tls_context=tls_context(address))``) both take it.
+    """
+    if not address.tls:
+        return None
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                             cafile=str(address.ca_file) if address.ca_file else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if address.cert_file:
+            context.load_cert_chain(address.cert_file, address.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ServiceUnavailable(f"cannot load the TLS files for the MQTT broker at {address}: {exc}") from None
+    return context
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the TLS handshake fails: paho 2.2 drops such a socket without closing it."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
 
 
 class MqttClient:
@@ -64,8 +123,10 @@ class MqttClient:
         self._client.max_queued_messages_set(0)
         if address.username:
             self._client.username_pw_set(address.username, address.password)
-        if address.tls:
-            self._client.tls_set()
+        context = tls_context(address)
+        if context is not None:
+            context.sslsocket_class = _ClosingSSLSocket
+            self._client.tls_set_context(context)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect

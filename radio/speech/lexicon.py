@@ -51,6 +51,9 @@ def _clean(value: str, field: str) -> str:
         raise ValueError(f"{field} must be a string, got {type(value).__name__}")
     if any(c in value for c in _FORBIDDEN_CHARS):
         raise ValueError(f"{field} must not contain tabs or line breaks: {value!r}")
+    # Control characters (\v, \f, \x1c... split lines too) and lone surrogates can't be stored as a TSV line.
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value) or len(value.splitlines()) > 1:
+        raise ValueError(f"{field} must not contain control or invalid characters: {value!r}")
     cleaned = unicodedata.normalize("NFC", value).strip()
     if not cleaned:
         raise ValueError(f"{field} must not be empty")

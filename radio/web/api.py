@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -12,7 +12,7 @@ from radio.errors import NotFound
 from radio.models import Broadcast, Node, utcnow
 from radio.web import queries
 from radio.web.deps import SessionDep, SettingsDep
-from radio.web.schemas import BroadcastDetail, BroadcastOut, NodeOut, OccurrenceOut, SlotOut, ZoneOut
+from radio.web.schemas import MAX_ID, MAX_OFFSET, BroadcastDetail, BroadcastOut, NodeOut, OccurrenceOut, SlotOut, ZoneOut
 from radio.web.security import READ
 
 router = APIRouter(prefix="/api/v1", tags=["v1"], dependencies=[Depends(READ)])
@@ -42,12 +42,12 @@ def upcoming(session: SessionDep, settings: SettingsDep,
 
 @router.get("/broadcasts", response_model=list[BroadcastOut])
 def list_broadcasts(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                    offset: Annotated[int, Query(ge=0)] = 0) -> list[BroadcastOut]:
+                    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[BroadcastOut]:
     return [BroadcastOut.model_validate(b) for b in queries.broadcasts(session, limit, offset)]
 
 
 @router.get("/broadcasts/{broadcast_id}", response_model=BroadcastDetail)
-def get_broadcast(broadcast_id: int, session: SessionDep) -> BroadcastDetail:
+def get_broadcast(broadcast_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep) -> BroadcastDetail:
     row = session.scalars(
         select(Broadcast).options(selectinload(Broadcast.deliveries)).where(Broadcast.id == broadcast_id)
     ).one_or_none()

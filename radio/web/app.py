@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from radio.auth import LoginThrottle
 from radio.errors import Conflict, InvalidInput, NotFound, RadioError, ServiceUnavailable
@@ -19,8 +22,32 @@ from radio.web import api, audit_api, auth_api, pages, programme_api, slots_api,
 from radio.web.deps import ServiceDep
 from radio.web.schemas import Health
 
+log = logging.getLogger(__name__)
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 STATUS = {NotFound: 404, Conflict: 409, InvalidInput: 422, ServiceUnavailable: 503}
+
+
+ERROR_SCHEMA = {"type": "object", "properties": {
+    "detail": {"description": "what is wrong, for a person", "anyOf": [{"type": "string"}, {"type": "array"}]},
+    "field": {"type": "string"}, "problems": {"type": "array"}}}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Every operation may answer 4xx (auth, not found, conflict, validation, throttling) and 503 (no broker)."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            for ops in schema.get("paths", {}).values():
+                for op in ops.values():
+                    for code in ("4XX", "503"):
+                        op.setdefault("responses", {}).setdefault(code, {
+                            "description": "error", "content": {"application/json": {"schema": ERROR_SCHEMA}}})
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(service: Service, *, manage: bool = True) -> FastAPI:
@@ -45,12 +72,26 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     async def radio_error(_request: Request, exc: RadioError) -> JSONResponse:
         status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 400)
         body: dict[str, object] = {"detail": str(exc)}
-        if isinstance(exc, InvalidInput) and exc.where:
-            body["field"] = exc.where
+        if isinstance(exc, InvalidInput):  # the same shape as FastAPI's own 422: a list naming each field
+            loc = ["body", *(exc.where or "").replace("]", "").replace("[", ".").split(".")] if exc.where else ["body"]
+            body["detail"] = [{"loc": loc, "msg": exc.detail, "type": "value_error"}]
         problems = getattr(exc, "problems", None)
         if problems:
             body["problems"] = [p.model_dump() if hasattr(p, "model_dump") else p for p in problems]
         return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(IntegrityError)
+    async def integrity(_request: Request, exc: IntegrityError) -> JSONResponse:
+        """A safety net: a write that breaks a database constraint is a conflict, never a 500."""
+        log.warning("refused a write that breaks a database constraint: %s", exc.orig)
+        return JSONResponse({"detail": "the change conflicts with stored data (a missing or duplicate reference)"},
+                            status_code=409)
+
+    @app.exception_handler(UnicodeError)
+    async def bad_text(_request: Request, exc: UnicodeError) -> JSONResponse:
+        """Lone surrogates (\\ud800…) are valid JSON escapes but not text: refuse them instead of failing later."""
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": f"text contains invalid characters ({exc.reason})",
+                                         "type": "value_error"}]}, status_code=422)
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
     def healthz(svc: ServiceDep) -> JSONResponse:
@@ -74,6 +115,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
         path: Path = store.path_for(sha)
         return FileResponse(path, media_type="audio/mpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
+    _document_errors(app)
     app.include_router(auth_api.router)
     app.include_router(api.router)
     app.include_router(programme_api.router)

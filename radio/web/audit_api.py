@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from radio.errors import InvalidInput
 from radio.logbook import asrun, audit, exchange, reports
 from radio.web.deps import SessionDep, SettingsDep
+from radio.web.schemas import MAX_OFFSET
 from radio.web.security import AUDIT, LOGS
 
 router = APIRouter(prefix="/api/v1", tags=["audit"], dependencies=[Depends(LOGS)])
@@ -40,7 +41,8 @@ def _period(first: str | None, last: str | None, tz: Any) -> asrun.Period | None
 def as_run(session: SessionDep, settings: SettingsDep, first: FromQ = None, last: ToQ = None, zone: Id = None,
            segment: Id = None, priority: Annotated[str | None, Query(max_length=16)] = None,
            outcome: Annotated[str | None, Query(max_length=16, description="broadcast status or 'preempted'")] = None,
-           limit: Annotated[int, Query(ge=1, le=asrun.MAX_LIMIT)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+           limit: Annotated[int, Query(ge=1, le=asrun.MAX_LIMIT)] = 50,
+           offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
            order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc") -> Any:
     """The as-run log per broadcast and per cluster, filtered and paged (``total`` counts every match)."""
     page = asrun.query(session, period=_period(first, last, settings.tz), zone=zone, segment=segment,
@@ -59,7 +61,7 @@ def reconciliation(session: SessionDep, settings: SettingsDep, first: FromReq, l
 
 @router.get("/audit", dependencies=[Depends(AUDIT)])
 def audit_log(session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0, action: Id = None, entity_type: Id = None,
+              offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0, action: Id = None, entity_type: Id = None,
               entity_id: Annotated[str | None, Query(max_length=200)] = None,
               actor: Annotated[str | None, Query(max_length=100)] = None) -> Any:
     """The audit trail, newest first: who, when, what, before and after, with each record's hashes."""

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from radio import emergency
 from radio.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from radio.logbook import audit
-from radio.models import AudioAsset, Bulletin, BulletinStatus, SlotItem, utcnow
+from radio.models import AudioAsset, Bulletin, BulletinStatus, Segment, SlotItem, utcnow
 from radio.sound.ffmpeg import AudioDecodeError
 from radio.speech.prepare import prepare_uploaded
 from radio.web import queries
@@ -102,6 +102,11 @@ def _bulletin(session: SessionDep, bulletin_id: str) -> Bulletin:
     return row
 
 
+def _check_segment(session: SessionDep, body: BulletinIn) -> None:
+    if body.segment_id is not None and session.get(Segment, body.segment_id) is None:
+        raise InvalidInput(f"không có chuyên mục {body.segment_id!r}", where="segment_id")
+
+
 def _check_text(body: BulletinIn, has_audio: bool) -> None:
     if body.text is not None and not body.text.strip():
         raise InvalidInput("nội dung bản tin trống", where="text")
@@ -128,6 +133,7 @@ def create_bulletin(body: BulletinCreate, session: SessionDep, user: Editor) -> 
     if session.get(Bulletin, body.id) is not None:
         raise Conflict(f"bulletin {body.id!r} already exists")
     _check_text(body, has_audio=False)
+    _check_segment(session, body)
     row = Bulletin(status=BulletinStatus.DRAFT, **body.model_dump())
     session.add(row)
     session.flush()
@@ -141,6 +147,7 @@ def update_bulletin(bulletin_id: str, body: BulletinIn, session: SessionDep, use
     row = _bulletin(session, bulletin_id)
     before = audit.snapshot(row)
     _check_text(body, has_audio=row.audio_sha256 is not None)
+    _check_segment(session, body)
     changed = False
     for key, value in body.model_dump().items():
         if getattr(row, key) != value:

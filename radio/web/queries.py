@@ -19,6 +19,7 @@ def zones(session: Session) -> list[Zone]:
 def slot_out(slot: Slot) -> SlotOut:
     return SlotOut.model_validate({
         **{c: getattr(slot, c) for c in SlotOut.model_fields if hasattr(slot, c)},
+        "start_time": slot.start_time.strftime("%H:%M:%S" if slot.start_time.second else "%H:%M"),
         "bulletin_ids": [item.bulletin_id for item in slot.items if item.bulletin_id],
         "playlist": [describe_item(item) for item in slot.items],
         "group_ids": slot.group_ids,

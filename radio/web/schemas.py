@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_OFFSET = 10_000_000  # paging bounds: beyond 64-bit integers the databases overflow
+MAX_ID = 2**62
 
 
 class Out(BaseModel):
@@ -29,7 +32,7 @@ class SlotOut(Out):
     id: str
     name: str
     segment_id: str | None
-    start_time: dt.time
+    start_time: str = Field(description="wall-clock time in the site's zone, HH:MM or HH:MM:SS")
     weekdays: str
     interval_weeks: int
     dates: list[dt.date]

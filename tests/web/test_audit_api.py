@@ -141,8 +141,8 @@ def test_bad_queries_are_422(client: TestClient) -> None:
     for path, params in cases:
         r = client.get(path, params=params)
         assert r.status_code == 422, (path, params, r.text)
-    detail = client.get("/api/v1/asrun", params={"from": "2024-02-30", "to": "2024-03-01"}).json()["detail"]
-    assert "ngày không hợp lệ" in detail
+    r = client.get("/api/v1/asrun", params={"from": "2024-02-30", "to": "2024-03-01"})
+    assert "ngày không hợp lệ" in r.text
 
 
 def all_routes(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, set[str]]]:
