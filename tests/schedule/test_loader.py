@@ -575,7 +575,7 @@ def test_failure_while_writing_rolls_everything_back(
     def boom(*args: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(loader, "_write_slot", boom)
+    monkeypatch.setattr(loader, "write_slot", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         load_programme(write(tmp_path, MINI), factory)
     assert dump(factory) == before
