@@ -301,6 +301,7 @@ def generate(url: str, data: Dataset = Dataset(), *, log: Callable[[str], None] 
             indexes = list(cur.fetchall())
             for index, _ in indexes:
                 cur.execute(f'DROP INDEX "{index}"')
+            cur.execute("SET session_replication_role = replica")  # generated rows are consistent: skip FK triggers
             for name in order:
                 with cur.copy(f"COPY {name} ({', '.join(cols[name])}) FROM STDIN") as copy:  # type: ignore[attr-defined]
                     for row in rows[name]:
@@ -322,6 +323,8 @@ def generate(url: str, data: Dataset = Dataset(), *, log: Callable[[str], None] 
             # A bulk load: a big page cache keeps the (random-keyed) index inserts in memory; no fsync.
             cur.execute("PRAGMA cache_size=-1000000")
             cur.execute("PRAGMA synchronous=OFF")
+            raw.commit()
+            cur.execute("PRAGMA foreign_keys=OFF")  # generated rows are consistent; on again for the service
             marks = ",".join("?" * len(big))
             indexes = cur.execute(f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
                                   f"AND tbl_name IN ({marks})", big).fetchall()
@@ -346,6 +349,62 @@ def generate(url: str, data: Dataset = Dataset(), *, log: Callable[[str], None] 
     log(f"dataset: {counts['nodes']:,} nodes, {counts['slots']:,} slots, {counts['broadcasts']:,} broadcasts, "
         f"{counts['deliveries']:,} deliveries in {counts['seconds']} s (rows built in {built:.1f} s)")
     return counts
+
+
+def _cache_key(data: Dataset) -> str:
+    """Same dataset, same day, same schema → same cached copy."""
+    import hashlib
+
+    heads = sorted(p.name for p in (ROOT / "radio" / "migrations" / "versions").glob("*.py"))
+    raw = f"{data}|{dt.datetime.now(UTC).date()}|{heads}".encode()
+    return hashlib.sha256(raw).hexdigest()[:12]
+
+
+@contextmanager
+def dataset_db(kind: str, tmp: Path, data: Dataset = Dataset(), *, fresh: bool = False,
+               log: Callable[[str], None] = print) -> Iterator[str]:
+    """A private copy of the generated dataset: made once per day and schema, then copied (seconds).
+
+    SQLite: a cached file in $TMPDIR/radio-bench-cache copied into ``tmp``. PostgreSQL: a template
+    database ``radio_bench_tpl_<key>`` cloned with CREATE DATABASE … TEMPLATE (older templates dropped).
+    """
+    key = _cache_key(data)
+    if kind == "sqlite":
+        cache = Path(os.environ.get("TMPDIR", "/tmp")) / "radio-bench-cache"
+        cache.mkdir(exist_ok=True)
+        source = cache / f"dataset-{key}.db"
+        if fresh or not source.exists():
+            for old in cache.glob("dataset-*.db*"):
+                old.unlink()
+            generate(f"sqlite:///{source}", data, log=log)
+        else:
+            log(f"dataset: cached copy {source.name}")
+        target = tmp / "radio.db"
+        shutil.copyfile(source, target)
+        yield f"sqlite:///{target}"
+        return
+    import sqlalchemy as sa
+
+    template = f"radio_bench_tpl_{key}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"radio_bench_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            have = set(conn.exec_driver_sql(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'radio_bench_tpl_%'").scalars())
+            if fresh or template not in have:
+                for old in have:
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
+                conn.exec_driver_sql(f'CREATE DATABASE "{template}"')
+                generate(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{template}", data, log=log)
+            else:
+                log(f"dataset: cached template {template}")
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 def _sqlite(value: Any) -> Any:
@@ -376,3 +435,41 @@ def api_token(url: str) -> dict[str, str]:
     finally:
         engine.dispose()
 
+
+
+@contextmanager
+def service_process(db_url: str, data_dir: Path, broker: str, *, instance: str = "bench",
+                    log_file: Path | None = None, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``radio serve`` in its own process (as in production); yields it and its base URL once /healthz is ok."""
+    import httpx
+
+    port = free_port()
+    environ = {**os.environ, "RADIO_DATABASE_URL": db_url, "RADIO_DATA_DIR": str(data_dir), "RADIO_MQTT_URL": broker,
+               "RADIO_HTTP_PORT": str(port), "RADIO_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+               "RADIO_INSTANCE_ID": instance, "RADIO_ADMIN_PASSWORD": "bench-mat-khau", **env}
+    out = log_file.open("ab") if log_file else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, "-m", "radio.cli", "serve"], env=environ, cwd=ROOT, stdout=out,
+                            stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service exited with {proc.returncode}" + (f" (see {log_file})" if log_file else ""))
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(healthy, 180, "the service to answer /healthz", 0.25)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if log_file:
+            out.close()  # type: ignore[union-attr]

@@ -331,6 +331,8 @@ def settle(session: Session, broadcast: Broadcast, now: dt.datetime, timeout_s: 
         return False
     deliveries = broadcast.deliveries
     deadline = (broadcast.start_at or now) + dt.timedelta(seconds=(broadcast.duration_s or 0) + timeout_s)
+    if broadcast.valid_until is not None:  # a node back from offline may still play it until then
+        deadline = max(deadline, broadcast.valid_until)
     if now >= deadline:
         for d in deliveries:
             if not DeliveryState(d.state).final:

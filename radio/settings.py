@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     command_validity_s: int = Field(default=600, ge=10, le=86400)
     broadcast_timeout_s: float = Field(default=60.0, ge=1, le=3600,
                                        description="extra wait after the audio's end before open deliveries count as lost")
+    outbox_resend_s: float = Field(default=5.0, gt=0, le=3600, description="resend an unanswered command after")
+    outbox_tick_s: float = Field(default=1.0, gt=0, le=60, description="how often the outbox looks for work")
+    node_silent_after_s: float = Field(default=90.0, gt=0, le=86400, description="flag an online node silent after")
     mqtt_connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
 
     # Programme rules (non-emergency slots must respect them)

@@ -77,6 +77,17 @@ class BrokerAddress:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the TLS handshake fails: paho 2.2 drops such a socket without closing it."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 def tls_context(address: BrokerAddress) -> ssl.SSLContext | None:
     """The TLS settings for ``address`` (None for plain mqtt://): TLS 1.2+, certificate and host name checked.
 
@@ -88,22 +99,12 @@ def tls_context(address: BrokerAddress) -> ssl.SSLContext | None:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
                                              cafile=str(address.ca_file) if address.ca_file else None)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.sslsocket_class = _ClosingSSLSocket  # paho (under aiomqtt too) leaks a socket whose handshake failed
         if address.cert_file:
             context.load_cert_chain(address.cert_file, address.key_file)
     except (OSError, ssl.SSLError) as exc:
         raise ServiceUnavailable(f"cannot load the TLS files for the MQTT broker at {address}: {exc}") from None
     return context
-
-
-class _ClosingSSLSocket(ssl.SSLSocket):
-    """Closes itself when the TLS handshake fails: paho 2.2 drops such a socket without closing it."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        try:
-            super().do_handshake(block)
-        except BaseException:
-            self.close()
-            raise
 
 
 class MqttClient:
@@ -125,7 +126,6 @@ class MqttClient:
             self._client.username_pw_set(address.username, address.password)
         context = tls_context(address)
         if context is not None:
-            context.sslsocket_class = _ClosingSSLSocket
             self._client.tls_set_context(context)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._client.on_connect = self._handle_connect

@@ -11,10 +11,12 @@ import datetime as dt
 import logging
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from radio.broadcast import settle
@@ -47,6 +49,7 @@ class Recorder:
         self.queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
         self.received = 0  # messages taken off MQTT (for tests and metrics)
         self.dropped = 0
+        self.pending = 0  # messages held back while the database is unavailable
         self.events: Counter[str] = Counter()  # accepted events by type, duplicates included
         self.heartbeats = 0
         # Called (on this worker's thread, after commit) with each node that says it is online: the outbox
@@ -76,11 +79,28 @@ class Recorder:
                     break
             messages = [m for m in batch if m is not None]
             if messages:
-                try:
-                    self.process(messages)
-                except Exception:  # the database may be briefly away; never let the worker die
-                    log.exception("could not record %d node messages", len(messages))
+                self._record(messages)
             if None in batch:
+                return
+
+    def _record(self, messages: list[tuple[str, bytes]]) -> None:
+        """Record a batch; while the database is away, keep it and retry (nothing a node said is lost)."""
+        delay = 0.5
+        while True:
+            counts = (self.received, self.dropped, self.events.copy())
+            try:
+                self.process(messages)
+                self.pending = 0
+                return
+            except DBAPIError as exc:
+                self.received, self.dropped, self.events = counts  # the batch is counted once, when it lands
+                self.pending = len(messages)
+                log.warning("database unavailable, %d node messages wait (%s); retrying in %.1f s",
+                            len(messages), type(exc.orig).__name__ if exc.orig else exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception:  # a bug must not kill the worker; the batch is logged and dropped
+                log.exception("could not record %d node messages", len(messages))
                 return
 
     def process(self, messages: list[tuple[str, bytes]]) -> None:

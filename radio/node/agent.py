@@ -58,7 +58,6 @@ CLOCK_TIMEOUT_S = 2.0
 SYNC_WAIT_S = 3.0  # how long a play command waits for the first clock sync before trusting the raw clock
 PUBLISH_TIMEOUT_S = 10.0
 GOOD_RTT_S = 0.02  # a clock exchange this quick bounds the offset error to 10 ms; slower ones are retried soon
-PART_OVERLAP_S = 2.0  # how long the next part of a broadcast waits for the previous part to end
 
 
 class FetchError(Exception):
@@ -375,7 +374,11 @@ class NodeAgent:
             self.cache.unpin(audio.sha256, audio.format)
 
     async def _start_at(self, command: Command, source: Source) -> None:
-        """Wait for ``start_at`` on the corrected clock, then start; a late node starts at once if still valid."""
+        """Wait for ``start_at`` on the corrected clock, then start; a late node starts at once if still valid.
+
+        If something plays at that moment: a higher priority preempts it; otherwise the command waits for it to
+        end (queued, as the next part of a broadcast does) and starts then, unless valid_until passes first.
+        """
         if command.start_at is not None:
             if not self.clock.synced.is_set():
                 try:
@@ -383,42 +386,30 @@ class NodeAgent:
                 except TimeoutError:
                     log.warning("node %s: clock not synced yet; trusting the local clock", self.config.node_id)
             delay = self.clock.until(command.start_at) - self.config.output_latency_s
-            if delay > 0:
-                # A plain sleep is the cheapest wake-up (a fleet wakes a thousand of these within a millisecond);
-                # stop_all cancels it and leaves the reason in _aborts.
-                task = asyncio.current_task()
-                assert task is not None
-                self._waiting[command.id] = task
-                try:
-                    await asyncio.sleep(delay)
-                except asyncio.CancelledError:
-                    reason = self._aborts.pop(command.id, None)
-                    if reason is None:
-                        raise
-                    task.uncancel()
-                    self._report(command, EventType.FAILED, reason=f"{reason} before start")
-                    return
-                finally:
-                    self._waiting.pop(command.id, None)
-        if self.clock.now() > command.valid_until:
-            self._report(command, EventType.EXPIRED, reason="valid_until passed before start")
-            return
-        current = self._current
-        if current is not None and not current.playback.done() and current.command.broadcast_id is not None \
-                and current.command.broadcast_id == command.broadcast_id:
-            # The next part of the same broadcast: let the previous part end rather than cut its last moments.
-            try:
-                await asyncio.wait_for(current.ended.wait(), PART_OVERLAP_S)
-            except TimeoutError:
-                pass
-            current = self._current
-        if current is not None and not current.playback.done():
-            if RANK[current.command.priority] > RANK[command.priority]:
-                self._report(command, EventType.REJECTED,
-                             reason=f"busy: {current.command.priority} command {current.command.id} is playing")
+            # A plain sleep is the cheapest wake-up (a fleet wakes a thousand of these within a millisecond).
+            if delay > 0 and not await self._abortable(command, asyncio.sleep(delay), "before start"):
                 return
-            current.interrupted = f"preempted by {command.priority} command {command.id}"
-            await current.playback.stop()
+        while True:
+            if self.clock.now() > command.valid_until:
+                self._report(command, EventType.EXPIRED, reason="valid_until passed before start")
+                return
+            current = self._current
+            if current is None or current.playback.done():
+                break
+            if RANK[command.priority] > RANK[current.command.priority]:
+                current.interrupted = f"preempted by {command.priority} command {command.id}"
+                await current.playback.stop()
+                break
+            remaining = command.valid_until.timestamp() - self.clock.now_ts()
+            waited = asyncio.wait_for(current.ended.wait(), max(0.0, remaining))
+            try:
+                if not await self._abortable(command, waited, f"while {current.command.id} played"):
+                    return
+            except TimeoutError:
+                self._report(command, EventType.EXPIRED,
+                             reason=f"valid_until passed while {current.command.priority} command "
+                                    f"{current.command.id} played")
+                return
         try:
             playback = await self.player.start(source, self.volume)
         except PlaybackError as exc:
@@ -443,6 +434,24 @@ class NodeAgent:
             self._report(command, EventType.FAILED, reason=mine.interrupted, played_s=played)
         else:
             self._report(command, EventType.FINISHED, played_s=played)
+
+    async def _abortable(self, command: Command, waiting: Coroutine[Any, Any, Any], when: str) -> bool:
+        """Await ``waiting``; False (after reporting ``failed``) if stop_all cancelled it meanwhile."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting[command.id] = task
+        try:
+            await waiting
+        except asyncio.CancelledError:
+            reason = self._aborts.pop(command.id, None)
+            if reason is None:
+                raise
+            task.uncancel()
+            self._report(command, EventType.FAILED, reason=f"{reason} {when}")
+            return False
+        finally:
+            self._waiting.pop(command.id, None)
+        return True
 
     async def stop_all(self, reason: str) -> None:
         """Stop what plays and cancel what waits to start; each reports ``failed`` with ``reason``."""

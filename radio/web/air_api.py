@@ -48,7 +48,6 @@ class AirIn(BaseModel):
 @router.post("/broadcasts", response_model=AiredOut, status_code=201)
 def air_now(body: AirIn, service: ServiceDep, session: SessionDep, user: Approver) -> AiredOut:
     """Air a recording or an approved bulletin now (normal priority); follow it at GET /broadcasts/{id}."""
-    broadcaster = _broadcaster(service)
     known = set(session.scalars(select(Zone.id).where(Zone.id.in_(body.zones))))
     unknown = sorted(set(body.zones) - known)
     if unknown:
@@ -66,6 +65,7 @@ def air_now(body: AirIn, service: ServiceDep, session: SessionDep, user: Approve
             raise Conflict(f"bản tin «{bulletin.title}» chưa được phê duyệt, không thể phát")
         item, title, entity = Item(kind=ItemKind.BULLETIN, bulletin=bulletin), body.title or bulletin.title, (
             "bulletin", bulletin.id)
+    broadcaster = _broadcaster(service)
     now = utcnow()
     where = ", ".join(body.zones) or "toàn phường"
     audit.record(session, actor=user.username, action=BROADCAST_AIRED, entity_type=entity[0], entity_id=entity[1],

@@ -3,7 +3,8 @@
 Two kinds of numbers:
 
 * **from the database, at scrape time** (so every instance behind the proxy reports the same truth):
-  broadcasts by status, deliveries by state, nodes online / silent / registered, and the outbox depth;
+  broadcasts by status, deliveries of the last 24 hours by state (the table grows by millions of rows a
+  year; every query here is indexed), nodes online / silent / registered, and the outbox depth;
 * **from this process**: node messages the recorder took off MQTT, dropped and still queued, events by
   type, outbox resends, MQTT connection state, and two histograms fed by hooks the service calls —
   :func:`observe_fire_lag` (scheduler: actual − planned fire instant) and :func:`observe_audio_prep`
@@ -17,6 +18,7 @@ monitoring network (docs/deploy.md).
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -40,6 +42,7 @@ router = APIRouter(tags=["ops"])
 # Fire lag: APScheduler wakes within milliseconds; anything past a second is a stall worth seeing.
 FIRE_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 # Audio: a cache hit takes milliseconds, a cold 1,000-word bulletin about 2.5 s on a small machine.
+DELIVERY_WINDOW = dt.timedelta(hours=24)
 AUDIO_PREP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 FIRE_LAG = Histogram("radio_scheduler_fire_lag_seconds",
@@ -83,22 +86,22 @@ class DatabaseCollector(Collector):
 
     def _database(self) -> Iterator[Metric]:
         now = utcnow()
+        live = select(Command.id).where(Command.valid_until > now)  # few rows: commands of the last minutes
+        recent = select(Broadcast.id).where(Broadcast.scheduled_at >= now - DELIVERY_WINDOW)
         with self.service.factory() as session:
             by_status = dict(session.execute(
                 select(Broadcast.status, func.count()).group_by(Broadcast.status)).all())
+            # Deliveries grow by millions a year: count those of recent broadcasts (indexed), not the whole table.
             by_state = dict(session.execute(
-                select(Delivery.state, func.count()).group_by(Delivery.state)).all())
+                select(Delivery.state, func.count()).where(Delivery.broadcast_id.in_(recent))
+                .group_by(Delivery.state)).all())
             nodes = dict(session.execute(select(Node.online, func.count()).group_by(Node.online)).all())
             silent = session.scalar(select(func.count()).select_from(Node).where(
                 Node.online.is_(True), Node.silent_since.is_not(None))) or 0
             # Outbox depth: live commands some node has not answered yet (the outbox resends these).
-            depth = session.scalar(
-                select(func.count(func.distinct(Delivery.command_id)))
-                .join(Command, Command.id == Delivery.command_id)
-                .where(Delivery.state == DeliveryState.ISSUED, Command.valid_until > now)) or 0
-            waiting = session.scalar(select(func.count()).select_from(Delivery).join(
-                Command, Command.id == Delivery.command_id).where(
-                Delivery.state == DeliveryState.ISSUED, Command.valid_until > now)) or 0
+            depth, waiting = session.execute(
+                select(func.count(func.distinct(Delivery.command_id)), func.count())
+                .where(Delivery.command_id.in_(live), Delivery.state == DeliveryState.ISSUED)).one()
             unpublished = session.scalar(select(func.count()).select_from(Command).where(
                 Command.published_at.is_(None), Command.valid_until > now)) or 0
 
@@ -107,7 +110,8 @@ class DatabaseCollector(Collector):
         for status in BroadcastStatus:
             g.add_metric([status.value], by_status.get(status.value, 0))
         yield g
-        g = GaugeMetricFamily("radio_deliveries", "Per-node deliveries in the database by state", labels=["state"])
+        g = GaugeMetricFamily("radio_deliveries", "Per-node deliveries of the broadcasts scheduled in the last 24 hours, "
+                              "by state", labels=["state"])
         for state in DeliveryState:
             g.add_metric([state.value], by_state.get(state.value, 0))
         yield g

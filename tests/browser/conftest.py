@@ -44,10 +44,11 @@ class Console:
     contexts: list[Any] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def page(self, role: str | None = None, *, viewport: dict[str, int] | None = None) -> Any:
+    def page(self, role: str | None = None, *, viewport: dict[str, int] | None = None, javascript: bool = True) -> Any:
         """A new tab in a fresh context, logged in as ``r-<role>`` (or not at all)."""
         context = self.browser.new_context(base_url=self.base_url, viewport=viewport or DESKTOP, locale="vi-VN",
-                                           timezone_id=self.service.settings.timezone, accept_downloads=True)
+                                           timezone_id=self.service.settings.timezone, accept_downloads=True,
+                                           java_script_enabled=javascript)
         context.set_default_timeout(20_000)
         self.contexts.append(context)
         page = context.new_page()
@@ -119,7 +120,9 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     role_headers(service)  # users r-admin, r-officer, r-approver, r-auditor (password mat-khau-thu)
     pw = sync_playwright().start()
     try:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        # Vietnamese browser UI (date and time inputs as dd/mm/yyyy and 24 h) when Debian's chromium-l10n is there.
+        env = {**os.environ, "LANG": "vi_VN.UTF-8", "LANGUAGE": "vi"}
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True, env=env)
         try:
             yield Console(service, f"http://127.0.0.1:{service.settings.http_port}", browser)
         finally:

@@ -162,21 +162,26 @@ def test_emergency_preempts_then_the_node_is_free(broker: Mosquitto, server: Fak
     asyncio.run(scenario())
 
 
-def test_lower_priority_is_rejected_while_an_emergency_plays(broker: Mosquitto, server: FakeServer,
-                                                             tmp_path: Path) -> None:
-    """A normal bulletin due while an emergency plays is rejected with a `busy` reason."""
+def test_lower_priority_waits_for_the_emergency_then_plays_or_expires(broker: Mosquitto, server: FakeServer,
+                                                                       tmp_path: Path) -> None:
+    """A bulletin due while an emergency plays starts when it ends; one whose validity runs out first expires."""
     async def scenario() -> None:
         async with AudioServer().client() as http:
             node = start_agent(node_config(broker.url, tmp_path), http)
             await node.agent.clock.synced.wait()
-            emergency = command(lead_s=0.2, duration_s=1.5, priority="emergency", broadcast_id=2)
+            emergency = command(lead_s=0.2, duration_s=1.2, priority="emergency", broadcast_id=2)
             server.send(emergency)
             await server.until(lambda: "started" in server.steps(emergency.id), what="the emergency")
-            normal = command(lead_s=0.1, duration_s=0.2, broadcast_id=3)
-            server.send(normal)
-            await server.until(lambda: "rejected" in server.steps(normal.id), what="the rejection")
+            patient = command(lead_s=0.1, duration_s=0.2, broadcast_id=3)
+            hasty = command(lead_s=0.1, valid_s=0.3, duration_s=0.2, broadcast_id=4)
+            server.send(patient)
+            server.send(hasty)
+            await server.until(lambda: "finished" in server.steps(patient.id) and "expired" in server.steps(hasty.id),
+                               what="the queued bulletin to play and the hasty one to expire")
             await node.stop()
-        assert "busy" in (server.event(normal.id, "rejected").reason or "")
+        assert server.event(patient.id, "started").at >= server.event(emergency.id, "finished").at
+        assert "while emergency command" in (server.event(hasty.id, "expired").reason or "")
+        assert "started" not in server.steps(hasty.id)
 
     asyncio.run(scenario())
 

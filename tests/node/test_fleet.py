@@ -191,16 +191,18 @@ def test_thousand_nodes_answer_one_broadcast_and_every_event_is_counted(
         tmp_path: Path) -> None:
     """1,000 simulated nodes answer one broadcast at once; the service receives all 4,000 events (queue limits set)."""
     count = 1000
-    service = _start(make_settings, start_service, mosquitto, count, command_lead_s=4.0, broadcast_timeout_s=60)
+    # The lead covers 1,000 audio downloads from this one Python service (~5-10 s here, see bench/fanout.py).
+    service = _start(make_settings, start_service, mosquitto, count, command_lead_s=10.0, broadcast_timeout_s=300)
     proc = _simulate(service, mosquitto, tmp_path, "--speed", "8")
     try:
         wait_for(lambda: _online(service) == count, 90, f"{count} nodes online", interval=0.5)
         time.sleep(3)  # their first clock syncs
         before = dict(service.recorder.events)
         broadcast_id = air_short(service)
-        wait_for(lambda: settled(service.factory, broadcast_id), 90, "the broadcast to settle", interval=0.5)
+        wait_for(lambda: settled(service.factory, broadcast_id), 300, "the broadcast to settle", interval=0.5)
         rows = deliveries(service.factory, broadcast_id)
-        assert len(rows) == count and {d.state for d in rows} == {DeliveryState.FINISHED}
+        assert len(rows) == count and {d.state for d in rows} == {DeliveryState.FINISHED}, \
+            {(d.state, d.reason) for d in rows}
         assert all(d.received_at and d.ready_at and d.started_at and d.finished_at for d in rows)
         counted = {k: v - before.get(k, 0) for k, v in service.recorder.events.items()}
         for step in ("received", "ready", "started", "finished"):

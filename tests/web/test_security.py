@@ -50,6 +50,7 @@ MATRIX: dict[tuple[str, str], set[str | None] | set[str]] = {
     ("POST", "/api/v1/bulletins/{bulletin_id}/return"): APPROVE,
     ("POST", "/api/v1/assets"): EDIT,
     ("POST", "/api/v1/emergency"): APPROVE,
+    ("POST", "/api/v1/broadcasts"): APPROVE,  # air a recording or an approved bulletin now (radio/web/air_api.py)
     ("POST", "/api/v1/cap"): APPROVE,
     ("POST", "/api/v1/lexicon"): EDIT,
     ("DELETE", "/api/v1/lexicon/{written}"): EDIT,

@@ -18,7 +18,7 @@ from starlette.datastructures import FormData, UploadFile
 from radio.auth import Principal
 from radio.errors import Conflict, InvalidInput, NotFound, RadioError, ServiceUnavailable
 from radio.logbook import audit
-from radio.models import Bulletin, BulletinStatus, Segment, SlotItem
+from radio.models import Bulletin, BulletinStatus, Segment, Slot, SlotItem
 from radio.settings import Settings
 from radio.sound.ffmpeg import AudioDecodeError
 from radio.speech.prepare import prepare_uploaded
@@ -110,7 +110,8 @@ def _page(request: Request, session: Session, settings: Settings, row: Bulletin 
           status_code: int = 200) -> Response:
     used = []
     if row is not None:
-        used = sorted(set(session.scalars(select(SlotItem.slot_id).where(SlotItem.bulletin_id == row.id))))
+        used = list(session.execute(select(Slot.id, Slot.name).where(
+            Slot.id.in_(select(SlotItem.slot_id).where(SlotItem.bulletin_id == row.id))).order_by(Slot.name)).all())
     return render(request, "bulletin.html", {
         "active": "bulletins", "b": row, "v": _values(form, row, settings), "error": error, "preview": preview,
         "used_in": used, "default_rate": settings.tts_rate, **_choices(session, settings),
@@ -120,7 +121,7 @@ def _page(request: Request, session: Session, settings: Settings, row: Bulletin 
 @router.get("/ban-tin")
 def bulletins_page(request: Request, session: SessionDep, _user: Previewer) -> Response:
     rows = list(session.scalars(select(Bulletin).order_by(Bulletin.updated_at.desc())))
-    segments = dict(session.execute(select(Segment.id, Segment.name)).tuples().all())
+    segments = dict(session.execute(select(Segment.id, Segment.name)).all())
     groups = {s: [b for b in rows if b.status == s] for s in ("submitted", "draft", "approved")}
     groups["submitted"].sort(key=lambda b: b.submitted_at or b.updated_at)
     return render(request, "bulletins.html", {"active": "bulletins", "groups": groups, "segments": segments})

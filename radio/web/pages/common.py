@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -150,8 +150,12 @@ LogReader = Annotated[Principal, Depends(need(LOGS))]
 Recorder = Annotated[Principal, Depends(need(RECORD))]
 
 
-async def _form(request: Request) -> FormData:
-    return await request.form()  # parsed once (the CSRF check may have read it already)
+async def _form(request: Request) -> AsyncIterator[FormData]:
+    form = await request.form()  # parsed once (the CSRF check may have read it already)
+    try:
+        yield form
+    finally:
+        await form.close()  # uploaded files are spooled to temporary files
 
 
 Form = Annotated[FormData, Depends(_form)]
@@ -256,10 +260,19 @@ def weekday_vi(value: dt.date) -> str:
     return WEEKDAY_VI[value.weekday()]
 
 
+def short_node(name: str) -> str:
+    """ "Cụm loa Nhà văn hóa TDP 1" → "Nhà văn hóa TDP 1" where the context already says "cụm loa"."""
+    return name[8:] if name.lower().startswith("cụm loa ") and len(name) > 8 else name
+
+
+PLAYER_VI = {"simulated": "mô phỏng", "ffplay": "ffplay", "mpv": "mpv", "aplay": "aplay"}
+
+
 templates.env.filters.update(datetime=f_datetime, time=f_time, date=f_date, ago=f_ago, seconds=seconds_vi,
-                             weekday=weekday_vi)
+                             weekday=weekday_vi, short_node=short_node)
 templates.env.globals.update(static_url=static_url, BROADCAST_VI=BROADCAST_VI, DELIVERY_VI=DELIVERY_VI,
-                             BULLETIN_VI=BULLETIN_VI, PRIORITY_VI=PRIORITY_VI, KIND_VI=KIND_VI, OUTCOME_VI=OUTCOME_VI)
+                             BULLETIN_VI=BULLETIN_VI, PRIORITY_VI=PRIORITY_VI, KIND_VI=KIND_VI, OUTCOME_VI=OUTCOME_VI,
+                             PLAYER_VI=PLAYER_VI)
 
 
 # small helpers --------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 from radio.errors import NotFound
 from radio.logbook.labels import BROADCAST_VI, DELIVERY_VI
 from radio.models import (
+    FINAL_DELIVERY_STATES,
     Alert,
     Broadcast,
     BroadcastStatus,
@@ -52,12 +53,17 @@ def node_views(session: Session, nodes: list[Node]) -> dict[str, NodeView]:
     ):
         playing[node_id] = title
     commands = [n.playing_command_id for n in nodes if n.playing_command_id]
-    if commands:
-        for node_id, title in session.execute(
-            select(Node.id, Broadcast.title).join(Command, Command.id == Node.playing_command_id)
+    if commands:  # the last heartbeat's "playing", unless the node has since reported that command ended
+        ended = set(session.execute(
+            select(Delivery.node_id, Delivery.command_id)
+            .where(Delivery.command_id.in_(commands), Delivery.state.in_(list(FINAL_DELIVERY_STATES)))).all())
+        for node_id, command_id, title in session.execute(
+            select(Node.id, Node.playing_command_id, Broadcast.title)
+            .join(Command, Command.id == Node.playing_command_id)
             .join(Broadcast, Broadcast.id == Command.broadcast_id).where(Node.playing_command_id.in_(commands))
         ):
-            playing.setdefault(node_id, title)
+            if (node_id, command_id) not in ended:
+                playing.setdefault(node_id, title)
     views = {}
     for node in nodes:
         if not node.online or node.silent_since is not None:
@@ -78,7 +84,7 @@ class ZoneDay:
 
 
 def _today_rest(session: Session, request: Request, zones: list[Zone],
-               statuses: dict[str, str]) -> dict[str, list[dict[str, object]]]:
+               statuses: dict[str, tuple[str, str]]) -> dict[str, list[dict[str, object]]]:
     """Per zone, the occurrences still to come today, flagged when their content is not approved."""
     tz = request.app.state.service.settings.tz
     now = utcnow()
@@ -89,7 +95,8 @@ def _today_rest(session: Session, request: Request, zones: list[Zone],
         for occ in queries.upcoming(session, tz, now, 1, zone.id):
             if occ.at >= end:
                 continue
-            pending = [b for b in occ.bulletins if b in statuses and statuses[b] != BulletinStatus.APPROVED]
+            pending = [statuses[b][1] for b in occ.bulletins
+                       if b in statuses and statuses[b][0] != BulletinStatus.APPROVED]
             items.append({"at": occ.at, "name": occ.slot_name, "slot_id": occ.slot_id, "pending": pending})
         out[zone.id] = items
     return out
@@ -99,7 +106,7 @@ def _today_rest(session: Session, request: Request, zones: list[Zone],
 def home(request: Request, session: SessionDep, settings: SettingsDep, _user: Reader) -> Response:
     zones = queries.zones(session)
     views = node_views(session, [n for z in zones for n in z.nodes])
-    statuses = dict(session.execute(select(Bulletin.id, Bulletin.status)).tuples().all())
+    statuses = {b.id: (b.status, b.title) for b in session.scalars(select(Bulletin))}
     per_zone = [ZoneDay(z.id, z.name, [views[n.id] for n in z.nodes]) for z in zones]
     rest = _today_rest(session, request, zones, statuses)
     for day in per_zone:

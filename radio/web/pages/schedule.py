@@ -23,6 +23,7 @@ from radio.auth import Principal
 from radio.errors import Conflict, InvalidInput, NotFound
 from radio.models import AudioAsset, Bulletin, ItemKind, NodeGroup, Segment, Slot, utcnow
 from radio.schedule.loader import SlotSpec
+from radio.schedule.recurrence import is_holiday
 from radio.settings import Settings
 from radio.web import queries, slots_api
 from radio.web.deps import SessionDep, SettingsDep
@@ -69,19 +70,21 @@ def schedule_page(request: Request, session: SessionDep, settings: SettingsDep, 
         zone = ""
     start = dt.datetime.combine(monday, dt.time(), tzinfo=tz).astimezone(dt.UTC)
     slots = {s.id: s for s in queries.slots(session)}
-    statuses = dict(session.execute(select(Bulletin.id, Bulletin.status)).tuples().all())
-    groups = dict(session.execute(select(NodeGroup.id, NodeGroup.name)).tuples().all())
+    bulletins = {b.id: b for b in session.scalars(select(Bulletin))}
+    groups = dict(session.execute(select(NodeGroup.id, NodeGroup.name)).all())
     days: list[tuple[dt.date, list[dict[str, Any]]]] = [(monday + dt.timedelta(days=i), []) for i in range(7)]
+    holidays = {day for day, _items in days if is_holiday(day)}
     for occ in queries.upcoming(session, tz, start, 7, zone or None):
         slot = slots[occ.slot_id]
         local = occ.at.astimezone(tz)
         where = [zone_names.get(z, z) for z in slot.zone_ids] + [groups.get(g, g) for g in slot.group_ids]
-        pending = [b for b in occ.bulletins if b in statuses and statuses[b] != "approved"]
+        pending = [bulletins[b].title for b in occ.bulletins if b in bulletins and bulletins[b].status != "approved"]
         days[(local.date() - monday).days][1].append({
             "at": occ.at, "slot": slot, "where": ", ".join(where) or "Toàn phường", "pending": pending,
             "past": occ.at < utcnow()})
     return render(request, "schedule.html", {
-        "active": "schedule", "days": days, "monday": monday, "zone": zone, "zones": zones, "zone_names": zone_names,
+        "active": "schedule", "days": days, "holidays": holidays, "monday": monday, "zone": zone, "zones": zones,
+        "zone_names": zone_names,
         "group_names": groups, "slots": list(slots.values()), "today": local_today(tz),
         "prev_week": (monday - dt.timedelta(days=7)).isoformat(), "next_week": (monday + dt.timedelta(days=7)).isoformat(),
         "weekday_codes": dict(zip(WEEKDAY_CODES, WEEKDAY_VI, strict=True)),
@@ -246,6 +249,24 @@ def _form_page(request: Request, session: Session, settings: Settings, values: d
     }, status_code=status_code)
 
 
+_QUOTED_ID = re.compile(r'"([A-Za-z0-9._-]+)"')
+
+
+def explain(problems: list[Any], name: str, slot_id: str, session: Session) -> list[dict[str, Any]]:
+    """The rules' messages with slot names instead of ids, and links to the other slots involved."""
+    names = dict(session.execute(select(Slot.id, Slot.name)).all())
+    names[slot_id] = name
+    out = []
+    for p in problems:
+        ids = list(dict.fromkeys(_QUOTED_ID.findall(p.message)))
+        if p.other_slot_id and p.other_slot_id not in ids:
+            ids.append(p.other_slot_id)
+        others = [(i, names[i]) for i in ids if i != slot_id and i in names]
+        message = _QUOTED_ID.sub(lambda m: f"«{names.get(m.group(1), m.group(1))}»", p.message)
+        out.append({"rule": p.rule, "message": message, "others": others})
+    return out
+
+
 def _check(values: dict[str, Any], session: Session, settings: Settings) -> tuple[str | None, list[Any]]:
     """(an input error, rule problems) for the form's slot, without saving anything."""
     try:
@@ -257,7 +278,7 @@ def _check(values: dict[str, Any], session: Session, settings: Settings) -> tupl
     except InvalidInput as exc:
         session.rollback()
         return _vi_ref(exc), []
-    return None, list(result.problems)
+    return None, explain(list(result.problems), spec.name, spec.id, session)
 
 
 def _vi_ref(exc: InvalidInput) -> str:
@@ -296,7 +317,8 @@ def _save(request: Request, session: Session, settings: Settings, user: Principa
         return _form_page(request, session, settings, values, slot=slot, error=invalid(exc), status_code=422)
     except slots_api.RuleViolationError as exc:
         session.rollback()
-        return _form_page(request, session, settings, values, slot=slot, problems=exc.problems, checked=True,
+        problems = explain(exc.problems, values["name"], slot.id if slot else "", session)
+        return _form_page(request, session, settings, values, slot=slot, problems=problems, checked=True,
                           error="Chưa lưu: khung giờ vi phạm quy định dưới đây.", status_code=422)
     except InvalidInput as exc:
         session.rollback()

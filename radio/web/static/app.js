@@ -62,7 +62,7 @@
         var finished = 0;
         b.deliveries.forEach(function (d) {
           if (d.state === "finished") finished++;
-          var row = $('tr[data-command="' + d.command_id + '"]');
+          var row = $('tr[data-delivery="' + d.node_id + "|" + d.command_id + '"]');  // one command may go to many
           if (!row) { location.reload(); return; }
           var pill = $('[data-field="state"]', row);
           pill.textContent = labels.delivery[d.state] || d.state;
@@ -74,7 +74,7 @@
         });
         $("#b-finished").textContent = finished;
         $("#b-total").textContent = b.deliveries.length;
-        if (b.deliveries.length && !$$("#deliveries tr[data-command]").length) location.reload();
+        if (b.deliveries.length && !$$("#deliveries tr[data-delivery]").length) location.reload();
         if (b.status !== "preparing" && b.status !== "on_air") {
           clearInterval(timer);
           live.setAttribute("data-live", "false");
@@ -254,7 +254,7 @@
             save.disabled = blob.size === 0;
             again.hidden = false;
             start.disabled = false;
-            say("Nghe lại bản thu ở trên. Nếu được, bấm “Lưu bản thu”.");
+            say("Nghe lại bản thu. Nếu được, bấm “Lưu bản thu”; nếu chưa, bấm “Thu lại”.");
           };
           recorder.start(1000);
           began = Date.now();
