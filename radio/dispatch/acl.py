@@ -333,16 +333,16 @@ def export(session: Session, settings: Settings, out_dir: Path) -> ExportResult:
 
 def reload_instructions(passwd: Path, acl: Path) -> str:
     return (
-        "In mosquitto.conf (once):\n"
+        "In mosquitto.conf (once; docs/security.md has a complete example with TLS):\n"
         "    per_listener_settings false\n"
         "    allow_anonymous false\n"
         f"    password_file {passwd.resolve()}\n"
         f"    acl_file {acl.resolve()}\n"
+        "    max_packet_size 70000\n"
         "Mosquitto must be able to read both files: chown root:mosquitto them (the password file stays 0640).\n"
-        "Then make Mosquitto re-read them, without dropping connections:\n"
+        "Then make Mosquitto re-read them (after every export):\n"
         "    sudo systemctl reload mosquitto        # or: sudo kill -HUP $(pidof mosquitto)\n"
-        "A node whose password changed keeps its current connection until it reconnects; "
-        "`sudo systemctl restart mosquitto` cuts every connection at once."
+        "On reload Mosquitto disconnects clients whose password no longer matches; the others stay connected."
     )
 
 

@@ -18,7 +18,7 @@ from radio.auth import LoginThrottle
 from radio.errors import Conflict, InvalidInput, NotFound, RadioError, ServiceUnavailable
 from radio.service import Service
 from radio.sound.store import AudioStore
-from radio.web import api, audit_api, auth_api, pages, programme_api, slots_api, speech_api
+from radio.web import air_api, api, audit_api, auth_api, pages, programme_api, slots_api, speech_api
 from radio.web.deps import ServiceDep
 from radio.web.schemas import Health
 
@@ -119,6 +119,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     app.include_router(auth_api.router)
     app.include_router(api.router)
     app.include_router(programme_api.router)
+    app.include_router(air_api.router)
     app.include_router(slots_api.router)
     app.include_router(speech_api.router)
     app.include_router(audit_api.router)

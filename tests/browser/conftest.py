@@ -81,6 +81,7 @@ def shot(page: Any, name: str) -> None:
     """Screenshots of the whole page at 1366×768 and at 390 px, and the check that nothing is wider than a phone."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     size = page.viewport_size
+    page.evaluate("document.activeElement && document.activeElement.blur && document.activeElement.blur()")
     page.set_viewport_size(DESKTOP)
     page.screenshot(path=str(SHOTS / f"{name}-1366.png"), full_page=True)
     page.set_viewport_size(PHONE)
@@ -121,7 +122,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     pw = sync_playwright().start()
     try:
         # Vietnamese browser UI (date and time inputs as dd/mm/yyyy and 24 h) when Debian's chromium-l10n is there.
-        env = {**os.environ, "LANG": "vi_VN.UTF-8", "LANGUAGE": "vi"}
+        env: dict[str, str | float | bool] = {**os.environ, "LANG": "vi_VN.UTF-8", "LANGUAGE": "vi"}
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True, env=env)
         try:
             yield Console(service, f"http://127.0.0.1:{service.settings.http_port}", browser)

@@ -136,6 +136,7 @@ def test_compose_preview_approve_schedule_and_conflict(ui: Console) -> None:
     form.get_by_label("Ngày phát", exact=True).fill(day.isoformat())
     form.get_by_label("Giờ phát", exact=True).fill("09:15")
     form.get_by_label("Mục 1").select_option(f"b:{bulletin_id}")
+    form.get_by_label("Nghỉ các ngày lễ, Tết").uncheck()  # tomorrow may be a holiday
     check = officer.locator("#slot-check")
     expect(check).to_contain_text("Trùng lịch", timeout=15_000)
     expect(check).to_contain_text("trùng giờ với khung")
@@ -160,7 +161,12 @@ def test_emergency_confirmed_twice_and_followed_live(ui: Console) -> None:
     expect(page.get_by_role("heading", level=1)).to_have_text("Xác nhận phát khẩn cấp")
     expect(page.locator(".facts")).to_contain_text(f"Toàn phường ({_nodes(ui)} cụm loa)")
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
+
+    def confirm(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", confirm)
     page.get_by_role("button", name="Phát khẩn cấp ngay").click()  # the required box is not ticked yet
     assert "/khan-cap/phat" not in page.url and not dialogs
     page.get_by_label("Tôi đã kiểm tra nội dung").check()
@@ -168,9 +174,15 @@ def test_emergency_confirmed_twice_and_followed_live(ui: Console) -> None:
     page.get_by_role("button", name="Phát khẩn cấp ngay").click()
     page.wait_for_url("**/phat/*")
     assert dialogs and "Cảnh báo giông lốc" in dialogs[0]
-    dashboard = page.context.new_page()  # while it plays, the dashboard shows it on air
+    dashboard = page.context.new_page()  # while it plays, the dashboard shows it on air, and the clusters playing
     dashboard.goto("/")
     expect(dashboard.locator(".now")).to_contain_text("Cảnh báo giông lốc")
+    for _ in range(20):
+        if dashboard.locator(".zone .nodes .pill", has_text="đang phát").count():
+            break
+        dashboard.wait_for_timeout(250)
+        dashboard.reload()
+    expect(dashboard.locator(".zone .nodes .pill", has_text="đang phát").first).to_be_visible()
     shot(dashboard, "02-hom-nay-dang-phat")
     dashboard.close()
     states = page.locator('#deliveries [data-field="state"]')

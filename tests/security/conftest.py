@@ -12,6 +12,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.orm import Session, sessionmaker
 
 from radio.db import make_engine, migrate, session_factory, transaction
@@ -77,7 +78,7 @@ def start_secure_mosquitto(registry: Registry, tmp: Path) -> tuple[Mosquitto, Ca
     conf = tmp / "secure.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {result.passwd}\nacl_file {result.acl}\n"
-        "persistence false\nmax_queued_messages 1000\n"
+        "persistence false\nmax_queued_messages 1000\nmax_packet_size 70000\n"
         # Run as the test's own user: started as root, Mosquitto would switch to 'mosquitto' and could not
         # read the files in the test's private directory (production: see the export's instructions).
         "user root\n"
@@ -159,7 +160,7 @@ class Peer:
         granted: list[int] = []
         done = threading.Event()
 
-        def on_subscribe(_c: paho.Client, _u: object, _mid: int, codes: list[paho.ReasonCode], _p: object) -> None:
+        def on_subscribe(_c: paho.Client, _u: object, _mid: int, codes: list[ReasonCode], _p: object) -> None:
             granted.extend(c.value for c in codes)
             done.set()
 
@@ -187,7 +188,7 @@ class Peer:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def _on_connect(self, _c: paho.Client, _u: object, _f: object, reason: paho.ReasonCode, _p: object) -> None:
+    def _on_connect(self, _c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
         self.connack = reason.value
         if not reason.is_failure:
             self._connected.set()

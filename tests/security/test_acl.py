@@ -71,7 +71,7 @@ def test_a_subscription_must_stay_inside_a_read_rule(rule: str, subscription: st
 
 
 def test_node_rules_follow_the_protocol() -> None:
-    """A node reads its three command topics and its clock replies; it writes its state, events, heartbeats, clock requests."""
+    """A node reads its command topics and clock replies; it writes its state, events, heartbeats and clock requests."""
     rules = acl.node_rules(SITE, "n1", "z1")
     reads = {r.topic for r in rules if r.reads}
     writes = {r.topic for r in rules if r.writes}
@@ -129,7 +129,7 @@ def test_the_service_password_comes_from_the_setting_or_a_private_file(tmp_path:
 
 
 def test_export_writes_the_registry_as_mosquitto_files(registry: Registry, tmp_path: Path) -> None:
-    """The password file holds the service and every node with credentials; the ACL gives each its rules, nothing to anonymous."""
+    """The password file holds the service and every node with credentials; the ACL gives each its rules, anonymous none."""
     with transaction(registry.factory) as session:
         session.add(Zone(id="z9", name="z9"))
         session.flush()

@@ -7,8 +7,10 @@ it, to the same subscriber, does arrive.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -158,9 +160,12 @@ def test_a_new_password_replaces_the_old_one(secure_broker: SecureBroker, peers:
     """After `radio node credentials` (and, for Mosquitto, an export and reload) only the new password logs in."""
     registry = secure_broker.registry
     old = registry.passwords["n3"]
+    connected = peers(secure_broker, "n3", password=old)
     with transaction(registry.factory) as session:
         new = acl.issue_node_password(session, "n3")
     secure_broker.reload()
+    # Mosquitto re-checks connected clients on reload; the embedded broker checks at the next CONNECT only.
+    assert connected.disconnected.wait(5) is (secure_broker.kind == "mosquitto")
     assert not peers(secure_broker, "n3", password=old, connect=False).connect()
     assert peers(secure_broker, "n3", password=new, connect=False).connect()
 
@@ -192,3 +197,35 @@ def test_the_embedded_broker_in_secure_mode_gives_the_service_its_login(registry
         type(broker)("127.0.0.1", 1, secure=True)
     open_address = type(broker)("127.0.0.1", 1).service_address()
     assert open_address.username is None and str(open_address) == "mqtt://127.0.0.1:1"
+
+
+def test_a_real_node_agent_works_within_its_rules(secure_broker: SecureBroker, tmp_path: Path) -> None:
+    """The reference node agent, logged in as itself, plays a zone command, syncs its clock and reports within its rules."""
+    from tests.node.conftest import AudioServer, FakeServer, command, node_config, start_agent
+
+    registry = secure_broker.registry
+    base = f"{secure_broker.host}:{secure_broker.port}"
+    server = FakeServer(f"mqtt://{SERVICE}:{registry.passwords[SERVICE]}@{base}")
+    server.start()
+    audio = AudioServer()
+
+    async def scenario() -> None:
+        config = node_config(f"mqtt://n1:{registry.passwords['n1']}@{base}", tmp_path, "n1")
+        async with audio.client() as http:
+            running = start_agent(config, http)
+            try:
+                await server.until(lambda: running.agent.connected.is_set(), what="the node to connect")
+                cmd = command(lead_s=1.0)
+                server.send(cmd, topics.cmd_zone(SITE, "z1"))
+                await server.until(lambda: "finished" in server.steps(cmd.id), what="finished")
+                await server.until(lambda: running.agent.clock.synced.is_set() and server.heartbeats,
+                                   what="a clock sync and a heartbeat")
+            finally:
+                await running.stop()
+
+    try:
+        asyncio.run(scenario())
+        assert server.steps(server.events[0].command_id) == ["received", "ready", "started", "finished"]
+        assert server.states[0].node == "n1" and server.states[0].online
+    finally:
+        server.close()

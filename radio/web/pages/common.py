@@ -262,7 +262,10 @@ def weekday_vi(value: dt.date) -> str:
 
 def short_node(name: str) -> str:
     """ "Cụm loa Nhà văn hóa TDP 1" → "Nhà văn hóa TDP 1" where the context already says "cụm loa"."""
-    return name[8:] if name.lower().startswith("cụm loa ") and len(name) > 8 else name
+    if not name.lower().startswith("cụm loa ") or len(name) <= 8:
+        return name
+    rest = name[8:]
+    return rest[:1].upper() + rest[1:]
 
 
 PLAYER_VI = {"simulated": "mô phỏng", "ffplay": "ffplay", "mpv": "mpv", "aplay": "aplay"}

@@ -11,7 +11,6 @@ from radio.db import migrate
 from radio.schedule.loader import load_programme
 from radio.service import Service
 from radio.settings import Settings
-from radio.web import air_api
 from radio.web.app import create_app
 from tests.conftest import DEMO, role_headers
 
@@ -23,9 +22,6 @@ def client(make_settings: Callable[..., Settings]) -> Iterator[tuple[TestClient,
     load_programme(DEMO, service.factory, settings=service.settings)
     headers = role_headers(service)
     app = create_app(service, manage=False)
-    if not any(getattr(r, "path", "") == "/api/v1/broadcasts" and "POST" in getattr(r, "methods", ())
-               for r in app.routes):
-        app.include_router(air_api.router)  # until radio/web/app.py includes it
     with TestClient(app) as c:
         yield c, headers
     service.engine.dispose()
