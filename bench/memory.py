@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,8 +99,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             headers = api_token(url)
             broker_proc = next(p for p in psutil.process_iter(["name", "cmdline"])
                                if p.info["name"] == "mosquitto" and str(tmp) in " ".join(p.info["cmdline"] or []))
+            extra_env = dict(item.split("=", 1) for item in args.env)
             with service_process(url, tmp / "data", broker, instance="bench-memory",
-                                 log_file=tmp / "service.log") as (proc, base):
+                                 log_file=tmp / "service.log", **extra_env) as (proc, base):
                 sampler = Sampler(proc.pid).start()
                 time.sleep(3)
                 idle = sampler.now()
@@ -123,15 +125,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     sampler.phase = "reads"
                     today = dt.date.today()
                     end = today.replace(day=1) - dt.timedelta(days=1)
+                    reads: dict[str, object] = {}
                     with httpx.Client(base_url=base, headers=headers, timeout=120) as http:
                         for path in ("/api/v1/nodes", "/api/v1/occurrences?days=1",
                                      f"/api/v1/asrun?from={end.replace(day=1)}&to={end}", "/metrics"):
-                            http.get(path)
+                            try:
+                                reads[path.split("?")[0]] = http.get(path).status_code
+                            except httpx.HTTPError as exc:
+                                reads[path.split("?")[0]] = f"{type(exc).__name__}: {exc}"
                     time.sleep(2)
                     after_reads = sampler.now()
                     fleet_rss = psutil.Process(fleet.pid).memory_info().rss / 2**20
                     broker_rss = broker_proc.memory_info().rss / 2**20
                     nodes_online = online()
+                    service_alive = proc.poll() is None
                 finally:
                     fleet.terminate()
                     try:
@@ -141,12 +148,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         fleet.wait(10)
                     sampler.stop()
             engine.dispose()
+            shutil.copyfile(tmp / "service.log", Path(tempfile.gettempdir()) / "bench-memory-service.log")
     peak = sampler.peak()
-    return {"db": args.db, "slots": 10_000, "nodes": args.nodes, "nodes_online": nodes_online,
+    return {"db": args.db, "env": args.env, "slots": 10_000, "nodes": args.nodes, "nodes_online": nodes_online,
             "connect_s": round(connect_s, 1), "idle_mib": round(idle, 1),
             "connecting_peak_mib": sampler.peak("connecting"), "connected_mib": round(connected, 1),
             "after_reads_mib": round(after_reads, 1), "peak_mib": peak, "fleet_mib": round(fleet_rss, 1),
-            "mosquitto_mib": round(broker_rss, 1), "target_mb": TARGET_MB,
+            "mosquitto_mib": round(broker_rss, 1), "target_mb": TARGET_MB, "reads": reads,
+            "service_alive_after_reads": service_alive,
             "met": peak * 2**20 / 1e6 <= TARGET_MB}
 
 
@@ -155,6 +164,8 @@ def main() -> int:
     parser.add_argument("--db", default="sqlite", choices=["sqlite", "postgres"])
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--hold-s", type=float, default=30.0, help="seconds with every node connected")
+    parser.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra environment for the service, e.g. MALLOC_ARENA_MAX=2 (as the systemd unit sets)")
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
@@ -172,6 +183,8 @@ def main() -> int:
         ("mosquitto", f"{r['mosquitto_mib']} MiB", f"{r['nodes']:,} connections"),
     ]
     print(table(rows, ["resident memory", "RSS", "note"]))
+    print(f"reads: {r['reads']}; service alive after them: {r['service_alive_after_reads']} "
+          f"(its log: {Path(tempfile.gettempdir()) / 'bench-memory-service.log'})")
     record("memory", r, enabled=not args.no_record, broker=mosquitto_version(),
            postgres=pg_version() if args.db == "postgres" else None)
     return 0

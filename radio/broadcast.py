@@ -47,6 +47,7 @@ from radio.settings import Settings
 from radio.sound.compose import compose
 from radio.sound.store import AudioStore
 from radio.speech.prepare import PreparedAudio, SpeechPart, prepare_playlist
+from radio.web.metrics import observe_fire_lag, timed_audio_prep
 
 log = logging.getLogger(__name__)
 PRIORITY_RANK = {Priority.NORMAL: 0, Priority.PRIORITY: 1, Priority.EMERGENCY: 2}
@@ -122,6 +123,8 @@ class Broadcaster:
         return self.air(plan)
 
     def air(self, plan: Plan) -> int | None:
+        if plan.kind == "scheduled":
+            observe_fire_lag((utcnow() - plan.scheduled_at).total_seconds())
         broadcast_id = self._claim(plan)
         if broadcast_id is None:
             log.info("occurrence %s already handled; not airing it again", plan.occurrence_key)
@@ -143,7 +146,9 @@ class Broadcaster:
             self._close(broadcast_id, BroadcastStatus.NOT_AIRED, "chương trình không có nội dung")
             return broadcast_id
         try:
-            parts = self._prepare(plan.items)
+            with timed_audio_prep() as timing:
+                parts = self._prepare(plan.items)
+                timing["cached"] = all(p.audio is None or p.audio.cached for p in parts)
         except Exception as exc:  # recorded as the broadcast's outcome; the scheduler keeps running
             log.exception("audio preparation failed for %s", plan.occurrence_key)
             self._close(broadcast_id, BroadcastStatus.FAILED, f"không tạo được âm thanh: {exc}", alert="failed")

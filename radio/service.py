@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from radio.auth import add_user
 from radio.broadcast import Broadcaster, Plan
 from radio.db import make_engine, migrate, session_factory
-from radio.dispatch import topics
+from radio.dispatch import acl, topics
 from radio.dispatch.broker import EmbeddedBroker
 from radio.dispatch.clock import ClockResponder
 from radio.dispatch.mqtt import BrokerAddress, MqttClient
@@ -72,11 +72,16 @@ class Service:
             log.info("Đã nạp chương trình %s: %s", self.programme, report)
         if s.mqtt_url:
             address = BrokerAddress.parse(s.mqtt_url)
+            if s.mqtt_secure:
+                address = acl.service_address(address, s)
         else:
-            self.broker = EmbeddedBroker(s.embedded_mqtt_host, s.embedded_mqtt_port)
+            self.broker = EmbeddedBroker(
+                s.embedded_mqtt_host, s.embedded_mqtt_port, secure=s.mqtt_secure,
+                accounts=acl.RegistryAccounts(self.factory, s) if s.mqtt_secure else None,
+                service_password=acl.service_password(s) if s.mqtt_secure else None)
             self.broker.start()
             self._stack.callback(self.broker.stop)
-            address = BrokerAddress.parse(self.broker.url)
+            address = self.broker.service_address()
         self.recorder.start()
         self._stack.callback(self.recorder.stop)
         self.mqtt = MqttClient(address, f"radio-service-{s.site_id}-{s.instance_id}",

@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("data"), description="SQLite file and audio store live here")
     database_url: str | None = Field(default=None, description="default: sqlite:///<data_dir>/radio.db")
     mqtt_url: str | None = Field(default=None, description="mqtt://user:pass@host:port; unset = embedded broker")
+    mqtt_secure: bool = Field(default=False, description=(
+        "require MQTT accounts: the embedded broker enforces the topic ACL; with RADIO_MQTT_URL the service "
+        "logs in as radio-service unless the URL names a user"))
+    mqtt_service_password: str | None = Field(default=None, min_length=16,
+                                              description="MQTT service account password; default: generated into "
+                                                          "<data_dir>/mqtt-service.password")
     embedded_mqtt_host: str = "127.0.0.1"
     embedded_mqtt_port: int = Field(default=1884, ge=1, le=65535)
     http_host: str = "127.0.0.1"

@@ -125,7 +125,9 @@ def test_two_instances_air_each_occurrence_once_and_survive_the_leader_being_kil
                           env=_env(pg_url, mosquitto.url, tmp_path / "cli-data"), cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=60)
     assert load.returncode == 0, load.stdout + load.stderr
-    headers = role_headers(Service(load_settings(database_url=pg_url, data_dir=tmp_path / "tokens")))["auditor"]
+    tokens = Service(load_settings(database_url=pg_url, data_dir=tmp_path / "tokens"))
+    headers = role_headers(tokens)["auditor"]
+    tokens.engine.dispose()
     engine = create_engine(pg_url)
 
     def aired(slot_id: str) -> list[Broadcast]:

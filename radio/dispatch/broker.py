@@ -186,7 +186,7 @@ class BrokerPolicy:
             ok = False
         if not ok:
             self.refused_topics += 1
-            if action != Action.RECEIVE:  # a refused delivery is the normal fate of a refused subscription's peers
+            if action != Action.RECEIVE:  # deliveries are checked per subscriber and message: refused quietly
                 log.warning("MQTT: %r may not %s %r", username, action.value if action else "use", topic)
         return ok
 

@@ -6,15 +6,27 @@ messages are rejected with a message, never crash the receiver.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import json
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """Instants are kept in UTC; one that cannot be (year 9999 at -12:00) is refused, not a crash later."""
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("instant out of range") from None
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
 class Wire(BaseModel):
@@ -56,9 +68,9 @@ class Command(Wire):
     broadcast_id: int | None = None
     priority: Literal["normal", "priority", "emergency"] = "normal"
     title: str = Field(default="", max_length=300)
-    issued_at: AwareDatetime
-    start_at: AwareDatetime | None = None
-    valid_until: AwareDatetime
+    issued_at: Instant
+    start_at: Instant | None = None
+    valid_until: Instant
     audio: AudioRef | None = None
     stream: StreamRef | None = None
     volume: int | None = Field(default=None, ge=0, le=100)
@@ -82,7 +94,7 @@ class Event(Wire):
     command_id: Id
     broadcast_id: int | None = None
     event: EventType
-    at: AwareDatetime
+    at: Instant
     reason: str | None = Field(default=None, max_length=500)
     played_s: float | None = Field(default=None, ge=0, le=86400)
 
@@ -93,8 +105,8 @@ class NodeState(Wire):
     v: Literal[1] = 1
     node: Id
     online: bool
-    session: int = Field(ge=0)
-    at: AwareDatetime | None = None
+    session: int = Field(ge=0, le=2**63 - 1)
+    at: Instant | None = None
 
 
 class LinkQuality(Wire):
@@ -111,7 +123,7 @@ class Playing(Wire):
     broadcast_id: int | None = None
     priority: Literal["normal", "priority", "emergency"] = "normal"
     title: str = Field(default="", max_length=300)
-    since: AwareDatetime
+    since: Instant
 
 
 class Heartbeat(Wire):
@@ -119,8 +131,8 @@ class Heartbeat(Wire):
 
     v: Literal[1] = 1
     node: Id
-    session: int = Field(ge=0)
-    at: AwareDatetime
+    session: int = Field(ge=0, le=2**63 - 1)
+    at: Instant
     volume: int = Field(ge=0, le=100)
     playing: Playing | None = None
     link: LinkQuality = LinkQuality()

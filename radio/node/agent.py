@@ -42,6 +42,7 @@ from radio.dispatch.messages import (
     Playing,
     parse,
 )
+from radio.dispatch.mqtt import tls_context
 from radio.node.cache import AudioCache, sha256_of
 from radio.node.config import NodeConfig
 from radio.node.journal import Journal, Record
@@ -240,6 +241,7 @@ class NodeAgent:
             cfg.broker.host, cfg.broker.port, identifier=cfg.node_id, clean_session=False,
             username=cfg.broker.username, password=cfg.broker.password, keepalive=cfg.keepalive_s,
             timeout=PUBLISH_TIMEOUT_S, will=aiomqtt.Will(self._state_topic, offline, qos=1, retain=True),
+            tls_context=tls_context(cfg.broker),
         ) as client:
             self._client = client
             # aiomqtt leaves an abrupt disconnect's exception unretrieved when we are already leaving; mark it seen.

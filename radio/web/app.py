@@ -18,7 +18,7 @@ from radio.auth import LoginThrottle
 from radio.errors import Conflict, InvalidInput, NotFound, RadioError, ServiceUnavailable
 from radio.service import Service
 from radio.sound.store import AudioStore
-from radio.web import air_api, api, audit_api, auth_api, pages, programme_api, slots_api, speech_api
+from radio.web import air_api, api, audit_api, auth_api, metrics, pages, programme_api, slots_api, speech_api
 from radio.web.deps import ServiceDep
 from radio.web.schemas import Health
 
@@ -123,5 +123,6 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     app.include_router(slots_api.router)
     app.include_router(speech_api.router)
     app.include_router(audit_api.router)
+    app.include_router(metrics.router)
     app.include_router(pages.router)
     return app

@@ -37,7 +37,7 @@ class Registry:
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[Registry]:
     """Three registered nodes with credentials, in a fresh SQLite database."""
-    settings = load_settings(data_dir=tmp_path / "data", site_id=SITE)
+    settings = load_settings(data_dir=tmp_path / "data", site_id=SITE, database_url=f"sqlite:///{tmp_path / 'radio.db'}")
     engine = make_engine(settings.db_url)
     migrate(engine)
     factory = session_factory(engine)
@@ -151,7 +151,7 @@ class Peer:
         self.client.loop_start()
         self._answered.wait(timeout)
         if not self._connected.is_set():
-            self.client.loop_stop()
+            self.close()
             return False
         return True
 
@@ -185,12 +185,16 @@ class Peer:
         self.client.loop_stop()
 
     def close(self) -> None:
+        """Disconnect, stop, and close paho's sockets now (its wake-up pair would wait for the garbage collector)."""
         self.client.disconnect()
         self.client.loop_stop()
+        self.client._reset_sockets()  # noqa: SLF001 - paho has no public way to release them
 
     def _on_connect(self, _c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
         self.connack = reason.value
-        if not reason.is_failure:
+        if reason.is_failure:
+            self.client.disconnect()  # no automatic retry: a refused peer stays refused
+        else:
             self._connected.set()
         self._answered.set()
 

@@ -177,3 +177,6 @@ def test_cli_issues_credentials_and_exports(tmp_path: Path, monkeypatch: pytest.
     passwd = (tmp_path / "mq" / acl.PASSWD_FILE).read_text()
     hashes = dict(line.split(":", 1) for line in passwd.splitlines() if not line.startswith("#"))
     assert acl.verify_password(password, hashes["loa-tdp1-a"])
+    from radio.cli import build_parser, cmd_node
+
+    assert build_parser().parse_args(["node", "--id", "loa-1", "--zone", "tdp-1"]).handler is cmd_node  # still runs a node

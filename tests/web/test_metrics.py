@@ -23,10 +23,8 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def make_app(service: Service) -> FastAPI:
-    """The service's app with the metrics router (added here too until app.py includes it)."""
+    """The service's app (it carries the metrics router)."""
     app = create_app(service, manage=False)
-    if not any(getattr(route, "path", None) == "/metrics" for route in app.routes):
-        app.include_router(metrics.router)
     return app
 
 

@@ -81,6 +81,7 @@ def test_every_route_with_every_role(app_and_headers: tuple[TestClient, dict[str
     client, headers = app_and_headers
     routes = {(m.upper(), p) for p, ops in client.app.openapi()["paths"].items() for m in ops}  # type: ignore[attr-defined]
     assert routes == set(MATRIX), f"routes without a policy entry: {routes - set(MATRIX)}"
+    assert client.get("/metrics").status_code == 200  # outside the schema; public like /healthz (docs/security.md)
     for (method, path), allowed in sorted(MATRIX.items()):
         url = path.format(**SAMPLE)
         for role in (*ROLES, None):
