@@ -391,7 +391,7 @@ def dataset_db(kind: str, tmp: Path, data: Dataset = Dataset(), *, fresh: bool =
     try:
         with admin.connect() as conn:
             have = set(conn.exec_driver_sql(
-                "SELECT datname FROM pg_database WHERE datname LIKE 'radio_bench_tpl_%'").scalars())
+                "SELECT datname FROM pg_database WHERE datname LIKE 'radio_bench_tpl_%%'").scalars())
             if fresh or template not in have:
                 for old in have:
                     conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')

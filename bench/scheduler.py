@@ -146,9 +146,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             lags: dict[tuple[str, dt.datetime], float] = {}
             fire_slot = service.broadcaster.fire_slot
 
+            durations: list[float] = []
+
             def spy(slot_id: str, at: dt.datetime) -> int | None:
                 lags[(slot_id, at)] = (utcnow() - at).total_seconds()
-                return fire_slot(slot_id, at)
+                began = time.perf_counter()
+                try:
+                    return fire_slot(slot_id, at)
+                finally:
+                    durations.append(time.perf_counter() - began)
 
             service.broadcaster.fire_slot = spy  # type: ignore[method-assign]
             Broadcaster  # noqa: B018  (the spy stands in for Broadcaster.fire_slot)
@@ -162,13 +168,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             window = (last - utcnow()).total_seconds() + 10
             loader = subprocess.Popen([sys.executable, __file__, "--load-child", f"http://127.0.0.1:{port}",
                                        str(window), str(args.clients), json.dumps(headers)],
-                                      stdout=subprocess.PIPE, text=True)
+                                      stdout=subprocess.PIPE, text=True) if args.clients else None
             print(f"{args.fires} fires from {first:%H:%M:%S} UTC, {args.per_second}/s; API load for {window:.0f} s "
                   f"(re-sync took {sync_s:.2f} s)", flush=True)
             wanted = set(planned)
             wait_for(lambda: wanted <= lags.keys(), window + 120, "every planned slot to fire", 0.5)
-            api_out, _ = loader.communicate(timeout=window + 300)
-            api = json.loads(api_out.strip().splitlines()[-1])
+            api: dict[str, Any] = {}
+            if loader is not None:
+                api_out, _ = loader.communicate(timeout=window + 300)
+                api = json.loads(api_out.strip().splitlines()[-1])
             time.sleep(2)
             with service.factory() as session:
                 claimed = {(b.slot_id, b.scheduled_at): (b.fired_at - b.scheduled_at).total_seconds()
@@ -187,6 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "first_sync_s": round(timings.get("first_sync_s", 0), 2), "slot_jobs_armed": jobs,
         "resync_s": round(sync_s, 2), "fires": len(ours), "per_second": args.per_second,
         "jitter_ms": stats_ms(ours), "claim_lag_ms": stats_ms(list(claimed.values())),
+        "fire_duration_ms": stats_ms(durations),
         "other_fires_in_window": len(others), "other_fires_jitter_ms": stats_ms(others), "catch_up_fires": catch_ups,
         "sync_s_setting": args.sync_s,
         "api_load": {k: {"rps": v.get("rps"), "latency_ms": v.get("latency_ms"), "errors": v.get("errors")}
@@ -202,7 +211,7 @@ def main() -> int:
     parser.add_argument("--fires", type=int, default=200)
     parser.add_argument("--per-second", type=int, default=4)
     parser.add_argument("--lead-s", type=float, default=20.0, help="first fire this long after the slots are added")
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=4, help="API clients meanwhile (0: no API load)")
     parser.add_argument("--sync-s", type=float, default=20.0, help="RADIO_SCHEDULE_SYNC_S (default 20, as shipped)")
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--no-record", action="store_true")
@@ -225,6 +234,8 @@ def main() -> int:
          + ("ok" if r["met"] else "MISS")),
         ("claim lag (fired_at − scheduled_at)", f"p50 {r['claim_lag_ms']['p50']} ms",
          f"p99 {r['claim_lag_ms']['p99']} ms, max {r['claim_lag_ms']['max']} ms"),
+        ("one fire's own duration (claim → published)", f"p50 {r['fire_duration_ms']['p50']} ms",
+         f"p99 {r['fire_duration_ms']['p99']} ms, max {r['fire_duration_ms']['max']} ms"),
         ("other slots fired in the window", str(r["other_fires_in_window"]),
          f"jitter p99 {r['other_fires_jitter_ms']['p99']} ms" if r["other_fires_in_window"] else ""),
     ]

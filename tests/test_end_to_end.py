@@ -14,8 +14,9 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from radio.db import migrate, transaction
 from radio.dispatch import topics
 from radio.dispatch.messages import Command as CommandMsg
 from radio.dispatch.messages import parse
@@ -41,7 +42,16 @@ def _online(service: Service) -> int:
 
 def _start_demo(make_settings: Callable[..., Settings], start_service: Callable[[Service], Running],
                 **overrides: object) -> Service:
-    service = Service(make_settings(**overrides), programme=DEMO, simulate=True)
+    """Start the service with the demo programme and its simulated nodes, all online.
+
+    The demo's own slots are moved to 2099 first: a test must never depend on the hour it runs at (a real
+    18:00 relay slot firing mid-test would hold every node for 15 minutes). Tests fire them by hand.
+    """
+    service = Service(make_settings(**overrides), simulate=True)
+    migrate(service.engine)
+    load_programme(DEMO, service.factory, settings=service.settings)
+    with transaction(service.factory) as session:
+        session.execute(update(Slot).values(valid_from=dt.date(2099, 1, 1)))
     start_service(service)
     with service.factory() as session:
         total = int(session.scalar(select(func.count()).select_from(Node)) or 0)
