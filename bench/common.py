@@ -224,7 +224,9 @@ def generate(url: str, data: Dataset = Dataset(), *, log: Callable[[str], None] 
         [(f"b-{i:03d}", f"seg-{i % 10}", f"Bản tin {i}", f"{BULLETIN_TEXT} Số {i}.", "approved", naive_now, "bench",
           naive_now) for i in range(data.bulletins)])
     days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    slots, items, targets = [], [], []
+    slots: list[tuple[Any, ...]] = []
+    items: list[tuple[Any, ...]] = []
+    targets: list[tuple[Any, ...]] = []
     today = now.date()
     for i in range(data.slots):
         sid = f"s-{i:05d}"
@@ -235,8 +237,8 @@ def generate(url: str, data: Dataset = Dataset(), *, log: Callable[[str], None] 
         elif kind >= 0.8:
             picks = sorted({today + dt.timedelta(days=rng.randint(0, 364)) for _ in range(2)})
             dates = json.dumps([d.isoformat() for d in picks])
-        start = dt.time(rng.randint(6, 20), rng.randint(0, 59), 0)
-        slots.append((sid, f"Khung giờ {i}", f"seg-{i % 10}", start, weekdays, 1, dates, "[]", "keep", "normal",
+        wall = dt.time(rng.randint(6, 20), rng.randint(0, 59), 0)
+        slots.append((sid, f"Khung giờ {i}", f"seg-{i % 10}", wall, weekdays, 1, dates, "[]", "keep", "normal",
                       True, 300.0))
         items.append((sid, 0, "bulletin", f"b-{i % data.bulletins:03d}"))
         if rng.random() >= 0.05:
@@ -246,12 +248,15 @@ def generate(url: str, data: Dataset = Dataset(), *, log: Callable[[str], None] 
     put("slot_items", ("slot_id", "position", "kind", "bulletin_id"), items)
     put("slot_targets", ("slot_id", "zone_id"), targets)
 
-    broadcasts, deliveries, commands = [], [], []
+    broadcasts: list[tuple[Any, ...]] = []
+    deliveries: list[tuple[Any, ...]] = []
+    commands: list[tuple[Any, ...]] = []
     bid = 0
     did = 0
     for day in range(data.asrun_days, 0, -1):
         base = dt.datetime.combine(today - dt.timedelta(days=day), dt.time(0, 0))  # naive UTC midnight
-        plan = [(h, rng.randrange(data.zones)) for h in range(data.zone_broadcasts_per_day)]
+        plan: list[tuple[int, int | None]] = [(h, rng.randrange(data.zones))
+                                              for h in range(data.zone_broadcasts_per_day)]
         plan += [(-1, None) for _ in range(data.ward_broadcasts_per_day)]
         for slot_hour, zone in plan:
             bid += 1

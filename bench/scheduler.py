@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 finally:
                     durations.append(time.perf_counter() - began)
 
-            service.broadcaster.fire_slot = spy  # type: ignore[method-assign]
+            service.broadcaster.fire_slot = spy  # type: ignore[method-assign,assignment]
             Broadcaster  # noqa: B018  (the spy stands in for Broadcaster.fire_slot)
 
             first = (utcnow() + dt.timedelta(seconds=args.lead_s)).replace(microsecond=0)
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            for b in session.scalars(select(Broadcast).where(Broadcast.slot_id.like("bench-fire-%")))
                            if b.fired_at}
             server.should_exit = True
-            thread.join(60)
+            thread.join(180)  # the service stops (scheduler, outbox, MQTT) before its database is dropped
     ours = [lags[k] for k in planned]
     # Other slots of the programme that fell in the window; occurrences planned before the service was up are
     # catch-ups (aired late on purpose within RADIO_MISFIRE_GRACE_S), not jitter.
@@ -247,7 +248,8 @@ def main() -> int:
     print(table(rows, ["scheduler", "value", "detail"]))
     record("scheduler", r, enabled=not args.no_record, broker=mosquitto_version(),
            postgres=pg_version() if args.db == "postgres" else None)
-    return 0
+    sys.stdout.flush()
+    os._exit(0)  # fires still running in APScheduler's (non-daemon) pool must not keep the bench alive
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from radio.dispatch.mqtt import BrokerAddress
 from radio.errors import ServiceUnavailable
 from radio.logbook.report import as_run_table
 from radio.models import Broadcast, BroadcastStatus, Delivery, DeliveryState, Node, Slot, utcnow
-from radio.schedule.loader import load_programme
+from radio.schedule.loader import load_programme, parse_programme
 from radio.service import Service
 from radio.settings import Settings
 from radio.sound.ffmpeg import probe_duration
@@ -50,8 +50,9 @@ def _start_demo(make_settings: Callable[..., Settings], start_service: Callable[
     service = Service(make_settings(**overrides), simulate=True)
     migrate(service.engine)
     load_programme(DEMO, service.factory, settings=service.settings)
-    with transaction(service.factory) as session:
-        session.execute(update(Slot).values(valid_from=dt.date(2099, 1, 1)))
+    demo_slots = [slot.id for slot in parse_programme(DEMO).slots]
+    with transaction(service.factory) as session:  # only the demo's own: a test's slots stay as loaded
+        session.execute(update(Slot).where(Slot.id.in_(demo_slots)).values(valid_from=dt.date(2099, 1, 1)))
     start_service(service)
     with service.factory() as session:
         total = int(session.scalar(select(func.count()).select_from(Node)) or 0)

@@ -9,6 +9,7 @@ survivor airs every later occurrence on time, with no take-over delay.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import signal
 import subprocess
@@ -47,6 +48,9 @@ class Instance:
 
     def logged(self, text: str) -> bool:
         return text in self.log.read_text(encoding="utf-8", errors="replace")
+
+    def up_or_gone(self) -> bool:
+        return self.healthy() or self.proc.poll() is not None
 
     def healthy(self) -> bool:
         try:
@@ -94,10 +98,10 @@ def instances(pg_url: str, mosquitto: Mosquitto, tmp_path: Path) -> Iterator[lis
                                     stdout=out, stderr=subprocess.STDOUT)
         started.append(Instance(name, port, log, proc))
         if name == "a":  # the first start migrates the empty database; the second finds it ready
-            wait_for(lambda inst=started[0]: inst.healthy() or inst.proc.poll() is not None, 90, "instance a")
+            wait_for(started[0].up_or_gone, 90, "instance a")
     try:
         for inst in started:
-            wait_for(lambda inst=inst: inst.healthy() or inst.proc.poll() is not None, 90, f"instance {inst.name}")
+            wait_for(inst.up_or_gone, 90, f"instance {inst.name}")
             assert inst.proc.poll() is None, inst.log.read_text(encoding="utf-8", errors="replace")
         yield started
     finally:
@@ -154,7 +158,7 @@ def test_two_instances_air_each_occurrence_once_and_survive_the_leader_being_kil
         leader.proc.wait(10)
 
         for slot_id, _ in planned:
-            wait_for(lambda slot_id=slot_id: aired(slot_id), 30, f"{slot_id} to be aired")
+            wait_for(functools.partial(aired, slot_id), 30, f"{slot_id} to be aired")
         time.sleep(3)  # room for a wrong second airing
         for slot_id, at in planned:
             rows = aired(slot_id)
