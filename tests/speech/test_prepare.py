@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from radio.speech.prepare import (
     prepare_speech,
     prepare_uploaded,
 )
+from tests.speech.test_engines import SilentServer  # one never-answering peer for every gTTS test
 
 BULLETIN = (
     "Ủy ban nhân dân phường Thọ Xương thông báo. Sáng thứ bảy tuần này có tiêm chủng cho trẻ em.\n\n"
@@ -79,34 +79,6 @@ def store(tmp_path: Path) -> AudioStore:
 
 
 # --- gTTS endpoint stand-ins (only where gTTS connects) -------------------------------------------
-
-class SilentServer:
-    """Accepts connections, never answers; counts connection attempts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.connections: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections.append(conn)
-
-    def close(self) -> None:
-        self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self.thread.join(5)
-        for conn in self.connections:
-            conn.close()
-
 
 class FakeGoogle(ThreadingHTTPServer):
     """Answers every gTTS request with one MP3 clip in Google's batchexecute framing."""
