@@ -11,7 +11,6 @@ import datetime as dt
 import logging
 import queue
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -56,11 +55,13 @@ class Recorder:
         # resends what that node has not answered yet.
         self.on_node_online: Callable[[str], None] | None = None
         self._thread = threading.Thread(target=self._work, name="recorder", daemon=True)
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        self._stopping.set()  # also ends a wait for a database that is gone
         self.queue.put(None)
         self._thread.join(timeout=10)
 
@@ -95,9 +96,15 @@ class Recorder:
             except DBAPIError as exc:
                 self.received, self.dropped, self.events = counts  # the batch is counted once, when it lands
                 self.pending = len(messages)
+                reason = type(exc.orig).__name__ if exc.orig else exc
+                if self._stopping.is_set():
+                    log.error("stopping with the database unavailable: %d node messages not recorded (%s)",
+                              len(messages), reason)
+                    return
                 log.warning("database unavailable, %d node messages wait (%s); retrying in %.1f s",
-                            len(messages), type(exc.orig).__name__ if exc.orig else exc, delay)
-                time.sleep(delay)
+                            len(messages), reason, delay)
+                if self._stopping.wait(delay):
+                    continue  # one last try before giving up
                 delay = min(delay * 2, 10.0)
             except Exception:  # a bug must not kill the worker; the batch is logged and dropped
                 log.exception("could not record %d node messages", len(messages))
