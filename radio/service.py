@@ -82,6 +82,27 @@ class Service:
             self.broker.start()
             self._stack.callback(self.broker.stop)
             address = self.broker.service_address()
+        if s.role == "api":
+            # Publishes what its API airs (emergencies, "air now"); the `all` instances record, resend and fire.
+            self.mqtt = MqttClient(address, f"radio-api-{s.site_id}-{s.instance_id}")
+            self.mqtt.connect(s.mqtt_connect_timeout_s)
+            self._stack.callback(self.mqtt.close)
+            self.broadcaster = Broadcaster(s, self.factory, self.mqtt)
+        else:
+            self._start_scheduling(address)
+        if self.simulate:
+            self._start_fleet(address)
+        if self.demo and self.runner is not None:
+            at = utcnow() + dt.timedelta(seconds=s.demo_delay_s)
+            self.runner.scheduler.add_job(self.air_demo, "date", run_date=at, id="demo", replace_existing=True)
+            log.info("Bản tin trình diễn sẽ phát lúc %s", at.astimezone(s.tz).strftime("%H:%M:%S"))
+
+    def stop(self) -> None:
+        self._stack.close()
+
+    def _start_scheduling(self, address: BrokerAddress) -> None:
+        """Recorder, outbox worker, clock answers and the slot runner: what only `all` instances run."""
+        s = self.settings
         self.recorder.start()
         self._stack.callback(self.recorder.stop)
         self.mqtt = MqttClient(address, f"radio-service-{s.site_id}-{s.instance_id}",
@@ -96,15 +117,6 @@ class Service:
         self.runner = SlotRunner(s, self.factory, self.broadcaster)
         self.runner.start()
         self._stack.callback(self.runner.stop)
-        if self.simulate:
-            self._start_fleet(address)
-        if self.demo:
-            at = utcnow() + dt.timedelta(seconds=s.demo_delay_s)
-            self.runner.scheduler.add_job(self.air_demo, "date", run_date=at, id="demo", replace_existing=True)
-            log.info("Bản tin trình diễn sẽ phát lúc %s", at.astimezone(s.tz).strftime("%H:%M:%S"))
-
-    def stop(self) -> None:
-        self._stack.close()
 
     def _first_admin(self) -> None:
         """With no users yet, create 'admin' (password from settings, else generated and shown once)."""

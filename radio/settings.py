@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(default=None, description="URL nodes use to fetch audio")
     instance_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9._-]{1,64}$",
                              description="names this service instance (MQTT client id); unique per instance")
+    role: Literal["all", "api"] = Field(default="all", description=(
+        "all: schedule, record node events and serve the API; api: serve the API only (no slot fires, no "
+        "recording), for instances behind a reverse proxy so API load never delays a fire (docs/deploy.md)"))
     site_id: str = Field(default="tho-xuong", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     timezone: str = "Asia/Ho_Chi_Minh"
 

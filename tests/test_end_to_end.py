@@ -229,7 +229,8 @@ def test_scheduler_fires_a_slot_added_by_the_cli_while_running(
         f"    dates: [{local:%Y-%m-%d}]\n    priority: ưu tiên\n    zones: [tdp-1]\n    play: [thu-nghiem]\n",
         encoding="utf-8",
     )
-    load_programme(extra, service.factory, settings=service.settings)  # what `radio schedule load` does, on the same database
+    # What `radio schedule load` does, on the same database:
+    load_programme(extra, service.factory, settings=service.settings)
 
     def fired() -> bool:
         with service.factory() as session:

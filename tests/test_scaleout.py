@@ -8,6 +8,7 @@ survivor airs every later occurrence on time, with no take-over delay.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import os
@@ -32,7 +33,7 @@ from tests.conftest import Mosquitto, free_port, role_headers, wait_for
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 SLOTS = 4
-SPACING_S = 4
+SPACING_S = 6
 
 
 @dataclass
@@ -83,23 +84,23 @@ def programme(path: Path, first: dt.datetime) -> list[tuple[str, dt.datetime]]:
     return planned
 
 
-@pytest.fixture
-def instances(pg_url: str, mosquitto: Mosquitto, tmp_path: Path) -> Iterator[list[Instance]]:
-    """Two service processes, ``a`` and ``b``, sharing the database, the broker and the audio directory."""
+@contextlib.contextmanager
+def running(pg_url: str, mosquitto: Mosquitto, tmp_path: Path, roles: dict[str, str]) -> Iterator[list[Instance]]:
+    """Service processes named by ``roles`` (name → RADIO_ROLE) sharing the database, broker and audio directory."""
     shared = tmp_path / "shared-data"
     started: list[Instance] = []
-    for name in ("a", "b"):
-        port = free_port()
-        log = tmp_path / f"{name}.log"
-        env = _env(pg_url, mosquitto.url, shared, RADIO_HTTP_PORT=str(port), RADIO_INSTANCE_ID=name,
-                   RADIO_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
-        with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "radio.cli", "serve"], env=env, cwd=REPO_ROOT,
-                                    stdout=out, stderr=subprocess.STDOUT)
-        started.append(Instance(name, port, log, proc))
-        if name == "a":  # the first start migrates the empty database; the second finds it ready
-            wait_for(started[0].up_or_gone, 90, "instance a")
     try:
+        for name, role in roles.items():
+            port = free_port()
+            log = tmp_path / f"{name}.log"
+            env = _env(pg_url, mosquitto.url, shared, RADIO_HTTP_PORT=str(port), RADIO_INSTANCE_ID=name,
+                       RADIO_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", RADIO_ROLE=role)
+            with log.open("wb") as out:
+                proc = subprocess.Popen([sys.executable, "-m", "radio.cli", "serve"], env=env, cwd=REPO_ROOT,
+                                        stdout=out, stderr=subprocess.STDOUT)
+            started.append(Instance(name, port, log, proc))
+            if len(started) == 1:  # the first start migrates the empty database; the others find it ready
+                wait_for(started[0].up_or_gone, 90, f"instance {name}")
         for inst in started:
             wait_for(inst.up_or_gone, 90, f"instance {inst.name}")
             assert inst.proc.poll() is None, inst.log.read_text(encoding="utf-8", errors="replace")
@@ -116,6 +117,26 @@ def instances(pg_url: str, mosquitto: Mosquitto, tmp_path: Path) -> Iterator[lis
                 inst.proc.wait(10)
 
 
+@pytest.fixture
+def instances(pg_url: str, mosquitto: Mosquitto, tmp_path: Path) -> Iterator[list[Instance]]:
+    with running(pg_url, mosquitto, tmp_path, {"a": "all", "b": "all"}) as started:
+        yield started
+
+
+def load(path: Path, pg_url: str, mosquitto: Mosquitto, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "radio.cli", "schedule", "load", str(path)],
+                          env=_env(pg_url, mosquitto.url, tmp_path / "cli-data"), cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def auditor(pg_url: str, tmp_path: Path) -> dict[str, str]:
+    tokens = Service(load_settings(database_url=pg_url, data_dir=tmp_path / "tokens"))
+    headers = role_headers(tokens)["auditor"]
+    tokens.engine.dispose()
+    return headers
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.mosquitto
@@ -125,13 +146,8 @@ def test_two_instances_air_each_occurrence_once_and_survive_the_leader_being_kil
     """Both instances serve the API; SIGKILL of the one that fired first loses no occurrence and doubles none."""
     first = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=8)).replace(microsecond=0)
     planned = programme(tmp_path / "luot.yaml", first)
-    load = subprocess.run([sys.executable, "-m", "radio.cli", "schedule", "load", str(tmp_path / "luot.yaml")],
-                          env=_env(pg_url, mosquitto.url, tmp_path / "cli-data"), cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=60)
-    assert load.returncode == 0, load.stdout + load.stderr
-    tokens = Service(load_settings(database_url=pg_url, data_dir=tmp_path / "tokens"))
-    headers = role_headers(tokens)["auditor"]
-    tokens.engine.dispose()
+    load(tmp_path / "luot.yaml", pg_url, mosquitto, tmp_path)
+    headers = auditor(pg_url, tmp_path)
     engine = create_engine(pg_url)
 
     def aired(slot_id: str) -> list[Broadcast]:
@@ -175,3 +191,32 @@ def test_two_instances_air_each_occurrence_once_and_survive_the_leader_being_kil
             httpx.get(f"{leader.base}/healthz", timeout=2)
     finally:
         engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.mosquitto
+def test_api_only_instances_serve_but_never_fire(pg_url: str, mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """RADIO_ROLE=api serves the API and airs what it is asked to, but every scheduled fire comes from `all`."""
+    with running(pg_url, mosquitto, tmp_path, {"sched": "all", "web": "api"}) as (sched, web):
+        first = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=6)).replace(microsecond=0)
+        planned = programme(tmp_path / "luot.yaml", first)
+        load(tmp_path / "luot.yaml", pg_url, mosquitto, tmp_path)
+        headers = auditor(pg_url, tmp_path)
+        engine = create_engine(pg_url)
+        try:
+            def aired() -> list[Broadcast]:
+                with Session(engine) as session:
+                    return list(session.scalars(select(Broadcast).where(Broadcast.slot_id.is_not(None))))
+
+            sent = [f"Phát «Lượt phát {i}»" for i in range(1, SLOTS + 1)]
+            wait_for(lambda: all(sched.logged(line) for line in sent), 90, "every slot to be sent")
+            assert sorted(b.slot_id for b in aired()) == sorted(slot_id for slot_id, _ in planned)
+            assert not any(web.logged(line) for line in sent)
+            r = httpx.get(f"{web.base}/api/v1/broadcasts", headers=headers, timeout=10)
+            assert r.status_code == 200 and len(r.json()) == SLOTS
+            # Audio prepared by the scheduling instance is served by the API instance (one shared store).
+            sha = aired()[0].audio_sha256
+            assert httpx.get(f"{web.base}/audio/{sha}.mp3", timeout=10).status_code == 200
+        finally:
+            engine.dispose()

@@ -62,7 +62,7 @@ def test_restart_around_an_occurrence_airs_it_exactly_once(
     """Stopping the service just before or just after an occurrence and starting again airs it exactly once."""
     first = _start_demo(make_settings, start_service, schedule_sync_s=0.5)
     db = first.settings.db_url
-    at = (utcnow() + dt.timedelta(seconds=6 if stop_when == "before" else 2)).replace(microsecond=0)
+    at = (utcnow() + dt.timedelta(seconds=10 if stop_when == "before" else 2)).replace(microsecond=0)
     add_one_off_slot(tmp_path / "x.yaml", first, at)
     if stop_when == "after":
         wait_for(lambda: count(first.factory, "mot-lan") == 1, 20, "the first instance to fire")

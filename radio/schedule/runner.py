@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import select
@@ -27,6 +28,20 @@ log = logging.getLogger(__name__)
 SETTLE_INTERVAL_S = 2
 ALIVE = "scheduler_alive"  # service mark: the last instant a scheduler was known to run
 LOOKBACK = dt.timedelta(days=7)
+# A fire can take a second or more (audio, database) and many slots share a minute (every zone at 06:00):
+# APScheduler's default 10 threads would queue fires behind each other.
+FIRE_THREADS = 64
+
+
+class _FirePool(ThreadPoolExecutor):  # type: ignore[misc]
+    """APScheduler's thread pool, joined only after the scheduler has let go of its locks.
+
+    ``shutdown(wait=True)`` waits for running jobs while holding the job-store lock, so a job that is
+    re-arming a slot or syncing (``add_job``/``get_jobs`` take that lock) deadlocks the shutdown.
+    """
+
+    def join(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 class SlotRunner:
@@ -34,10 +49,14 @@ class SlotRunner:
         self.settings = settings
         self.factory = factory
         self.broadcaster = broadcaster
+        self._pool = _FirePool(FIRE_THREADS)
         self.scheduler = BackgroundScheduler(
-            timezone=dt.UTC,
+            timezone=dt.UTC, executors={"default": self._pool},
             job_defaults={"misfire_grace_time": settings.misfire_grace_s, "coalesce": True, "max_instances": 1},
         )
+        # slot id → (its rule, its next unhandled occurrence) as of the last sync: unchanged slots are not
+        # recomputed, which keeps a re-sync of 10,000 slots well under a second.
+        self._next: dict[str, tuple[SlotRule, dt.datetime]] = {}
 
     def start(self) -> None:
         self.record_downtime_misses()
@@ -49,7 +68,8 @@ class SlotRunner:
                                args=(self.factory, self.settings.broadcast_timeout_s), replace_existing=True)
 
     def stop(self) -> None:
-        self.scheduler.shutdown(wait=True)
+        self.scheduler.shutdown(wait=False)
+        self._pool.join()  # fires and syncs in flight finish (their add_job calls are then ignored)
 
     def record_downtime_misses(self) -> int:
         """Occurrences that fell while no scheduler ran (older than the grace period) are recorded as missed.
@@ -103,27 +123,38 @@ class SlotRunner:
         now = utcnow()
         since = now - dt.timedelta(seconds=self.settings.misfire_grace_s)
         wanted: dict[str, dt.datetime] = {}
+        known: dict[str, tuple[SlotRule, dt.datetime]] = {}
         with self.factory() as session:
+            # Occurrences already claimed (aired, missed, or taken by another instance), in one query.
+            claimed = {occurrence_key(slot_id, at) for slot_id, at in session.execute(
+                select(Broadcast.slot_id, Broadcast.scheduled_at)
+                .where(Broadcast.slot_id.is_not(None), Broadcast.scheduled_at >= since)) if slot_id}
             for slot in session.scalars(select(Slot).where(Slot.enabled.is_(True))):
-                at = self._next_unhandled(session, slot, since)
+                rule = SlotRule.from_slot(slot)
+                cached = self._next.get(slot.id)
+                if cached and cached[0] == rule and cached[1] >= since \
+                        and occurrence_key(slot.id, cached[1]) not in claimed:
+                    at: dt.datetime | None = cached[1]
+                else:
+                    at = self._next_unhandled(slot.id, rule, since, claimed)
                 if at is not None:
                     wanted[slot.id] = at
-        for job in self.scheduler.get_jobs():
-            if job.id.startswith("slot:") and job.id[5:] not in wanted:
+                    known[slot.id] = (rule, at)
+        self._next = known
+        jobs = {job.id: job for job in self.scheduler.get_jobs() if job.id.startswith("slot:")}
+        for job_id, job in jobs.items():
+            if job_id[5:] not in wanted:
                 job.remove()
         for slot_id, at in wanted.items():
-            job = self.scheduler.get_job(f"slot:{slot_id}")
+            job = jobs.get(f"slot:{slot_id}")
             if job is None or job.args[1] != at:
                 self._arm(slot_id, at)
 
-    def _next_unhandled(self, session: Session, slot: Slot, since: dt.datetime) -> dt.datetime | None:
-        rule = SlotRule.from_slot(slot)
+    def _next_unhandled(self, slot_id: str, rule: SlotRule, since: dt.datetime, claimed: set[str]) -> dt.datetime | None:
         at = next_occurrence(rule, since - dt.timedelta(microseconds=1), self.settings.tz)
         # Skip occurrences already claimed (e.g. aired just before a restart).
         for _ in range(100):
-            if at is None or session.scalar(
-                select(Broadcast.id).where(Broadcast.occurrence_key == occurrence_key(slot.id, at))
-            ) is None:
+            if at is None or occurrence_key(slot_id, at) not in claimed:
                 return at
             at = next_occurrence(rule, at, self.settings.tz)
         return at
@@ -139,6 +170,8 @@ class SlotRunner:
         finally:
             with self.factory() as session:
                 slot = session.get(Slot, slot_id)
-                nxt = next_occurrence(SlotRule.from_slot(slot), at, self.settings.tz) if slot else None
-            if nxt is not None:
+                rule = SlotRule.from_slot(slot) if slot else None
+            nxt = next_occurrence(rule, at, self.settings.tz) if rule else None
+            if rule is not None and nxt is not None:
+                self._next[slot_id] = (rule, nxt)
                 self._arm(slot_id, nxt)

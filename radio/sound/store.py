@@ -17,6 +17,8 @@ import logging
 import os
 import re
 import tempfile
+import threading
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,14 @@ log = logging.getLogger(__name__)
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _SUFFIX_RE = re.compile(r"\.[a-z0-9]{1,8}")
+# Striped locks for single-flight preparation: when every zone's 06:00 slot fires at once with the same
+# content, one thread prepares it and the others wait, then hit the cache (instead of all synthesising).
+_PREPARING = [threading.Lock() for _ in range(64)]
+
+
+def preparing(cache_key: str) -> threading.Lock:
+    """The lock to hold while preparing the audio for ``cache_key`` (re-check the cache once it is held)."""
+    return _PREPARING[zlib.crc32(cache_key.encode()) % len(_PREPARING)]
 
 
 class InvalidDigestError(ValueError):

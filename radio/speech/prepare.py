@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from radio.sound.ffmpeg import AudioSegment, decode_any, mp3_duration, probe_duration
 from radio.sound.pipeline import concat, encode_mp3, finish, silence, to_speech_format
-from radio.sound.store import AudioStore
+from radio.sound.store import AudioStore, preparing
 from radio.speech.chunking import split_bulletin
 from radio.speech.engines import (
     FALLBACK_ENGINE,
@@ -260,10 +260,17 @@ def prepare_playlist(
     plans = _plans(parts, settings, lexicon)
     key = _speech_key(plans, settings, chime, lexicon.version)
     hit = _from_cache(store, key)
-    if hit is not None:
-        log.debug("speech cache hit %s", hit.sha256[:12])
-        return hit
+    if hit is None:
+        with preparing(key):  # the same content asked for at once is spoken once
+            hit = _from_cache(store, key)
+            if hit is None:
+                return _speak_playlist(plans, key, lexicon.version, settings, store, chime, progress)
+    log.debug("speech cache hit %s", hit.sha256[:12])
+    return hit
 
+
+def _speak_playlist(plans: list[_Plan], key: str, lexicon_version: str, settings: Settings, store: AudioStore,
+                    chime: bool, progress: Progress | None) -> PreparedAudio:
     started = time.perf_counter()
     total = sum(len(paragraph) for plan in plans for paragraph in plan.script)
     done = 0
@@ -310,7 +317,7 @@ def prepare_playlist(
     now = time.time()
     store.set_key(key, sha, duration_s=duration, engine=used, fallback_reason=reason, created_at=now)
     if reason is not None:  # it is also a genuine rendition of what was spoken: cache it as one
-        store.set_key(_speech_key(actual, settings, chime, lexicon.version), sha, duration_s=duration,
+        store.set_key(_speech_key(actual, settings, chime, lexicon_version), sha, duration_s=duration,
                       engine=used, fallback_reason=None, created_at=now)
     log.info("prepared %.1f s of speech with %s in %.2f s (%s)", duration, used,
              time.perf_counter() - started, sha[:12])

@@ -7,7 +7,7 @@ service notices); each expected output is what a ward announcer would say.
 from __future__ import annotations
 
 import os
-import time
+import re
 from pathlib import Path
 
 import pytest
@@ -446,16 +446,15 @@ def test_cases_cover_at_least_one_hundred_inputs() -> None:
     assert len(ALL_CASES) >= 100
 
 
-def test_a_thousand_word_bulletin_is_fast() -> None:
-    """A 1,000-word bulletin normalises in well under 10 ms (generous bound for slow CI)."""
+def test_a_thousand_word_bulletin_is_spoken_out_completely() -> None:
+    """A 1,000-word bulletin of every case comes out with no digit left and the same every time.
+    (Its speed is measured by bench/tts.py, not asserted here.)"""
     text = " ".join(case for case, _ in SENTENCES + DATES + NUMBERS)
     words = text.split()
     bulletin = " ".join((words * (1000 // len(words) + 1))[:1000])
-    normalize(bulletin)
-    start = time.perf_counter()
-    for _ in range(5):
-        normalize(bulletin)
-    assert (time.perf_counter() - start) / 5 < 0.05
+    spoken = normalize(bulletin)
+    assert not re.search(r"\d", spoken)
+    assert len(spoken.split()) > 1000 and normalize(bulletin) == spoken
 
 
 # --------------------------------------------------------------------------------------------------
