@@ -11,7 +11,8 @@ Run: ``.venv/bin/python bench/scheduler.py`` (``--db sqlite|postgres``, ``--fire
 * adds ``--fires`` one-off slots on distinct zones, ``--per-second`` of them on each second starting
   ~20 s later (many zones at 06:00 is what a real programme looks like), and re-syncs;
 * loads the API from a second process (``--clients`` closed-loop clients on the node list and the
-  as-run log) for the whole firing window;
+  as-run log) for the whole firing window — by default on a separate ``RADIO_ROLE=api`` instance on the
+  same database, as docs/deploy.md recommends (``--single``: on the scheduling instance itself);
 * records, for every slot that fires, **jitter** = the instant the runner hands the occurrence to the
   broadcaster − its planned instant; and the claim lag (``fired_at − scheduled_at`` in the database).
 
@@ -87,6 +88,29 @@ def add_slots(factory: Any, tz: dt.tzinfo, first: dt.datetime, fires: int, per_s
             session.add(SlotTarget(slot_id=sid, zone_id=zone_id(i % 100)))
             planned.append((sid, at))
     return planned
+
+
+def api_instance(url: str, broker: str, tmp: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """A `radio serve` process with RADIO_ROLE=api on the same database and broker: it takes the API load."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "RADIO_DATABASE_URL": url, "RADIO_MQTT_URL": broker, "RADIO_DATA_DIR": str(tmp / "api"),
+           "RADIO_HTTP_PORT": str(port), "RADIO_ROLE": "api", "RADIO_INSTANCE_ID": "bench-api",
+           "RADIO_ADMIN_PASSWORD": "bench-mat-khau"}
+    proc = subprocess.Popen([sys.executable, "-m", "radio.cli", "serve"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return proc.poll() is not None
+
+    wait_for(up, 120, "the API instance", 0.2)
+    assert proc.poll() is None, "the API instance exited"
+    return base, proc
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -167,7 +191,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sync_s = time.perf_counter() - sync_began
             last = planned[-1][1]
             window = (last - utcnow()).total_seconds() + 10
-            loader = subprocess.Popen([sys.executable, __file__, "--load-child", f"http://127.0.0.1:{port}",
+            api_base, api_proc = f"http://127.0.0.1:{port}", None
+            if not args.single:
+                api_base, api_proc = api_instance(url, broker, tmp)
+            loader = subprocess.Popen([sys.executable, __file__, "--load-child", api_base,
                                        str(window), str(args.clients), json.dumps(headers)],
                                       stdout=subprocess.PIPE, text=True) if args.clients else None
             print(f"{args.fires} fires from {first:%H:%M:%S} UTC, {args.per_second}/s; API load for {window:.0f} s "
@@ -183,6 +210,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 claimed = {(b.slot_id, b.scheduled_at): (b.fired_at - b.scheduled_at).total_seconds()
                            for b in session.scalars(select(Broadcast).where(Broadcast.slot_id.like("bench-fire-%")))
                            if b.fired_at}
+            if api_proc is not None:
+                api_proc.terminate()
+                api_proc.wait(60)
             server.should_exit = True
             thread.join(180)  # the service stops (scheduler, outbox, MQTT) before its database is dropped
     ours = [lags[k] for k in planned]
@@ -198,7 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "jitter_ms": stats_ms(ours), "claim_lag_ms": stats_ms(list(claimed.values())),
         "fire_duration_ms": stats_ms(durations),
         "other_fires_in_window": len(others), "other_fires_jitter_ms": stats_ms(others), "catch_up_fires": catch_ups,
-        "sync_s_setting": args.sync_s,
+        "sync_s_setting": args.sync_s, "api_on": "scheduling instance" if args.single else "RADIO_ROLE=api instance",
         "api_load": {k: {"rps": v.get("rps"), "latency_ms": v.get("latency_ms"), "errors": v.get("errors")}
                      for k, v in api.items()},
     }
@@ -214,6 +244,8 @@ def main() -> int:
     parser.add_argument("--lead-s", type=float, default=20.0, help="first fire this long after the slots are added")
     parser.add_argument("--clients", type=int, default=4, help="API clients meanwhile (0: no API load)")
     parser.add_argument("--sync-s", type=float, default=20.0, help="RADIO_SCHEDULE_SYNC_S (default 20, as shipped)")
+    parser.add_argument("--single", action="store_true",
+                        help="serve the API load from the scheduling instance itself (no RADIO_ROLE=api instance)")
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--load-child", nargs=4, help=argparse.SUPPRESS)

@@ -57,6 +57,7 @@ class SlotRunner:
         # slot id → (its rule, its next unhandled occurrence) as of the last sync: unchanged slots are not
         # recomputed, which keeps a re-sync of 10,000 slots well under a second.
         self._next: dict[str, tuple[SlotRule, dt.datetime]] = {}
+        self._firing: set[str] = set()  # slots being fired now: their _fire re-arms them, a sync must not
 
     def start(self) -> None:
         self.record_downtime_misses()
@@ -147,7 +148,7 @@ class SlotRunner:
                 job.remove()
         for slot_id, at in wanted.items():
             job = jobs.get(f"slot:{slot_id}")
-            if job is None or job.args[1] != at:
+            if slot_id not in self._firing and (job is None or job.args[1] != at):
                 self._arm(slot_id, at)
 
     def _next_unhandled(self, slot_id: str, rule: SlotRule, since: dt.datetime, claimed: set[str]) -> dt.datetime | None:
@@ -165,13 +166,17 @@ class SlotRunner:
         log.debug("slot %s armed for %s", slot_id, at.isoformat())
 
     def _fire(self, slot_id: str, at: dt.datetime) -> None:
+        self._firing.add(slot_id)
         try:
             self.broadcaster.fire_slot(slot_id, at)
         finally:
-            with self.factory() as session:
-                slot = session.get(Slot, slot_id)
-                rule = SlotRule.from_slot(slot) if slot else None
-            nxt = next_occurrence(rule, at, self.settings.tz) if rule else None
-            if rule is not None and nxt is not None:
-                self._next[slot_id] = (rule, nxt)
-                self._arm(slot_id, nxt)
+            try:
+                with self.factory() as session:
+                    slot = session.get(Slot, slot_id)
+                    rule = SlotRule.from_slot(slot) if slot else None
+                nxt = next_occurrence(rule, at, self.settings.tz) if rule else None
+                if rule is not None and nxt is not None:
+                    self._next[slot_id] = (rule, nxt)
+                    self._arm(slot_id, nxt)
+            finally:
+                self._firing.discard(slot_id)
