@@ -1,7 +1,7 @@
 """Benchmark: requests per second and latency of the busiest reads, on SQLite and on PostgreSQL.
 
 Run: ``.venv/bin/python bench/api.py`` (``--db sqlite postgres``, ``--seconds 15``, ``--clients 4``,
-``--profile``, ``--fresh``, ``--no-record``). For each database it
+``--profile``, ``--fresh``, ``--no-record``, ``--env KEY=VALUE …``). For each database it
 
 * takes a copy of the generated dataset (bench/common.py: 10,000 slots, 5,000 nodes, a year of as-run:
   9,125 broadcasts and 2.26 M deliveries; generated once a day, then cloned in seconds);
@@ -12,6 +12,7 @@ Run: ``.venv/bin/python bench/api.py`` (``--db sqlite postgres``, ``--seconds 15
   - ``today``  — today's programme: ``GET /api/v1/occurrences?days=1``
   - ``nodes``  — the node list: ``GET /api/v1/nodes``
   - ``asrun``  — the as-run log for last month: ``GET /api/v1/asrun?from=…&to=…`` (first page of 50)
+  - ``asrun-summary`` — the same page without the per-cluster lists: ``…&deliveries=false``
   - ``metrics`` — a Prometheus scrape: ``GET /metrics`` (one client), when the app serves it.
 
 ``--profile`` also runs the work behind each read once in this process under cProfile and prints the top entries.
@@ -49,8 +50,9 @@ from bench.common import (  # noqa: E402
 def endpoints(today: dt.date) -> dict[str, str]:
     last_month_end = today.replace(day=1) - dt.timedelta(days=1)
     first = last_month_end.replace(day=1)
-    return {"today": "/api/v1/occurrences?days=1", "nodes": "/api/v1/nodes",
-            "asrun": f"/api/v1/asrun?from={first.isoformat()}&to={last_month_end.isoformat()}", "metrics": "/metrics"}
+    asrun = f"/api/v1/asrun?from={first.isoformat()}&to={last_month_end.isoformat()}"
+    return {"today": "/api/v1/occurrences?days=1", "nodes": "/api/v1/nodes", "asrun": asrun,
+            "asrun-summary": f"{asrun}&deliveries=false", "metrics": "/metrics"}
 
 
 def load(base: str, path: str, headers: dict[str, str], clients: int, seconds: float) -> dict[str, Any]:
@@ -104,15 +106,14 @@ def profile(db_url: str) -> dict[str, str]:
     The HTTP layer is left out on purpose: uvicorn runs sync endpoints in worker threads, which cProfile
     does not follow; the query functions are where the time goes.
     """
-    from sqlalchemy import select
-
     from radio.db import make_engine, session_factory
     from radio.logbook import asrun
-    from radio.models import Node, utcnow
+    from radio.models import utcnow
     from radio.settings import load_settings
     from radio.web import queries
+    from radio.web.api import list_nodes
+    from radio.web.audit_api import json_response
     from radio.web.metrics import DatabaseCollector
-    from radio.web.schemas import NodeOut
 
     engine = make_engine(db_url)
     factory = session_factory(engine)
@@ -128,8 +129,8 @@ def profile(db_url: str) -> dict[str, str]:
     svc.factory = factory  # type: ignore[attr-defined]
     work = {
         "today": lambda s: queries.upcoming(s, tz, utcnow(), 1),
-        "nodes": lambda s: [NodeOut.model_validate(n).model_dump(mode="json") for n in s.scalars(select(Node))],
-        "asrun": lambda s: asrun.query(s, period=period),
+        "nodes": lambda s: [n.model_dump(mode="json") for n in list_nodes(s)],
+        "asrun": lambda s: json_response(asrun.query(s, period=period)),
         "metrics": lambda s: list(DatabaseCollector(svc)._database()),  # type: ignore[arg-type]
     }
     out: dict[str, str] = {}
@@ -158,9 +159,10 @@ def run_db(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(tmp_s)
         with dataset_db(kind, tmp, fresh=args.fresh) as url, mosquitto(tmp) as broker:
             headers = api_token(url)
-            result: dict[str, Any] = {"db": kind, "endpoints": {}}
+            result: dict[str, Any] = {"db": kind, "env": args.env, "endpoints": {}}
+            extra_env = dict(item.split("=", 1) for item in args.env)
             with service_process(url, tmp / "data", broker, instance=f"bench-api-{kind}",
-                                 log_file=tmp / "service.log") as (_proc, base):
+                                 log_file=tmp / "service.log", **extra_env) as (_proc, base):
                 for name, path in paths.items():
                     clients = 1 if name == "metrics" else args.clients
                     r = load(base, path, headers, clients, args.seconds)
@@ -185,6 +187,8 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--fresh", action="store_true", help="regenerate the dataset instead of the cached copy")
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra environment for the service, e.g. RADIO_ROLE=api (the API without the scheduler)")
     args = parser.parse_args()
     runs = [run_db(kind, args) for kind in args.db]
     rows = []

@@ -21,11 +21,11 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy import Row, Select, and_, exists, func, null, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from radio.broadcast import occurrence_key
@@ -38,7 +38,6 @@ from radio.models import (
     Delivery,
     DeliveryState,
     Node,
-    NodeGroup,
     NodeGroupMember,
     Priority,
     Segment,
@@ -203,22 +202,41 @@ def node_stats(deliveries: Sequence[DeliveryRow]) -> tuple[int, int, float]:
     return len(fully), sum(fully.values()), max(seconds.values(), default=0.0)
 
 
-class _Lookup:
-    """Names of nodes, zones, groups, segments and slots, loaded once per query (they are few)."""
+class _Names:
+    """Names of nodes, zones and segments and the segment of each slot, read as plain rows.
+
+    ``slot_ids``: the slots to know (a page names at most MAX_LIMIT broadcasts; a site has 10,000 slots).
+    """
+
+    def __init__(self, session: Session, slot_ids: Collection[str] = ()) -> None:
+        zone, node, segment = Zone.__table__.c, Node.__table__.c, Segment.__table__.c  # Core: no ORM row overhead
+        self.zones: dict[str, str] = {z: name for z, name in session.execute(select(zone.id, zone.name))}
+        self.nodes: dict[str, tuple[str, str]] = {
+            node_id: (name, zone_id) for node_id, name, zone_id in session.execute(select(node.id, node.name, node.zone_id))}
+        self.segments: dict[str, str] = {s: name for s, name in session.execute(select(segment.id, segment.name))}
+        self.slot_segments: dict[str, str | None] = {}
+        wanted = sorted(set(slot_ids))
+        if wanted:
+            query = select(Slot.id, Slot.segment_id)
+            if len(wanted) <= MAX_LIMIT:  # beyond (a report's year), all slots' two columns cost less than a huge IN
+                query = query.where(Slot.id.in_(wanted))
+            self.slot_segments = {slot_id: segment_id for slot_id, segment_id in session.execute(query)}
+
+
+class _Lookup(_Names):
+    """The names, and every slot with its targets and the zones of each group (for the reconciliation)."""
 
     def __init__(self, session: Session) -> None:
-        self.zones = {z.id: z.name for z in session.scalars(select(Zone))}
-        self.nodes = {n.id: (n.name, n.zone_id) for n in session.scalars(select(Node))}
-        self.segments = {s.id: s.name for s in session.scalars(select(Segment))}
+        super().__init__(session)
         self.slots = {s.id: s for s in session.scalars(
             select(Slot).options(selectinload(Slot.targets), selectinload(Slot.items),
                                  selectinload(Slot.group_targets)))}
-        self.groups = {g.id: g.name for g in session.scalars(select(NodeGroup))}
+        self.slot_segments = {s.id: s.segment_id for s in self.slots.values()}
         self.group_zones: dict[str, set[str]] = defaultdict(set)
-        for member in session.scalars(select(NodeGroupMember)):
-            zone = self.nodes.get(member.node_id, ("", ""))[1]
+        for group_id, node_id in session.execute(select(NodeGroupMember.group_id, NodeGroupMember.node_id)):
+            zone = self.nodes.get(node_id, ("", ""))[1]
             if zone:
-                self.group_zones[member.group_id].add(zone)
+                self.group_zones[group_id].add(zone)
 
     def reach(self, slot: Slot | None) -> tuple[bool, list[str]]:
         """(whole ward?, the zones a slot plays in: its zones and those of its groups' clusters)."""
@@ -230,26 +248,48 @@ class _Lookup:
         return slot.whole_ward, sorted(zones)
 
 
-def _row(b: Broadcast, look: _Lookup, commands: dict[str, tuple[dt.datetime | None, float | None]],
-         zone: str | None, with_text: bool) -> BroadcastRow:
-    slot = look.slots.get(b.slot_id) if b.slot_id else None
-    segment_id = slot.segment_id if slot else None
-    parts = len({d.part for d in b.deliveries})
+_DELIVERY = Delivery.__table__.c
+_DELIVERY_COLUMNS = (_DELIVERY.broadcast_id, _DELIVERY.node_id, _DELIVERY.part, _DELIVERY.command_id, _DELIVERY.state,
+                     _DELIVERY.reason, _DELIVERY.issued_at, _DELIVERY.received_at, _DELIVERY.ready_at,
+                     _DELIVERY.started_at, _DELIVERY.finished_at, _DELIVERY.played_s)
+_INSTANTS = frozenset({"issued_at", "received_at", "ready_at", "started_at", "finished_at"})
+# For counts only: the instants read as NULL (converting 60,000 datetimes is most of a month's page).
+_DELIVERY_COUNTING = tuple(null().label(c.key) if c.key in _INSTANTS else c for c in _DELIVERY_COLUMNS)
+# A delivery as a plain row of _DELIVERY_COLUMNS (unpacked: a Row's attributes cost a microsecond each).
+DeliveryRecord = Row[int, str, int, str, str, str | None, dt.datetime, dt.datetime | None, dt.datetime | None,
+                     dt.datetime | None, dt.datetime | None, float | None]
+Deliveries = dict[int, list[DeliveryRecord]]  # per broadcast id, by node and part
+
+
+def _deliveries(session: Session, broadcast_ids: Sequence[int], instants: bool = True) -> Deliveries:
+    """The deliveries of these broadcasts as plain rows (a month's page holds 12,000: ORM objects cost seconds)."""
+    found: Deliveries = defaultdict(list)
+    columns = _DELIVERY_COLUMNS if instants else _DELIVERY_COUNTING
+    for i in range(0, len(broadcast_ids), 500):
+        chunk = select(*columns).where(_DELIVERY.broadcast_id.in_(broadcast_ids[i:i + 500]))
+        for row in session.execute(chunk.order_by(_DELIVERY.broadcast_id, _DELIVERY.node_id, _DELIVERY.part)).all():
+            found[row[0]].append(row)
+    return found
+
+
+def _row(b: Broadcast, rows: Sequence[DeliveryRecord], look: _Names,
+         commands: dict[str, tuple[dt.datetime | None, float | None]], zone: str | None, with_text: bool) -> BroadcastRow:
+    segment_id = look.slot_segments.get(b.slot_id) if b.slot_id else None
+    parts = len({part for _, _, part, *_ in rows})
     deliveries: list[DeliveryRow] = []
-    for d in b.deliveries:
-        node_name, zone_id = look.nodes.get(d.node_id, (d.node_id, ""))
+    for _, node_id, part, command_id, state, reason, issued, received, ready, started, finished, played in rows:
+        node_name, zone_id = look.nodes.get(node_id, (node_id, ""))
         if zone and zone_id != zone:
             continue
-        published, expected = commands.get(d.command_id, (None, None))
+        published, expected = commands.get(command_id, (None, None))
         if expected is None and parts <= 1:
             expected = b.duration_s
         deliveries.append(DeliveryRow(
-            node_id=d.node_id, node_name=node_name, zone_id=zone_id, zone_name=look.zones.get(zone_id, zone_id),
-            part=d.part, state=d.state, state_vi=DELIVERY_VI.get(d.state, d.state), reason=d.reason,
-            command_id=d.command_id, issued_at=d.issued_at, published_at=published, received_at=d.received_at,
-            ready_at=d.ready_at, started_at=d.started_at, finished_at=d.finished_at, played_s=d.played_s,
-            expected_s=expected, played_fully=played_fully(d.state, d.reason, d.played_s, expected),
-            preempted=is_preempted(d.reason),
+            node_id=node_id, node_name=node_name, zone_id=zone_id, zone_name=look.zones.get(zone_id, zone_id),
+            part=part, state=state, state_vi=DELIVERY_VI.get(state, state), reason=reason, command_id=command_id,
+            issued_at=issued, published_at=published, received_at=received, ready_at=ready, started_at=started,
+            finished_at=finished, played_s=played, expected_s=expected,
+            played_fully=played_fully(state, reason, played, expected), preempted=is_preempted(reason),
         ))
     targeted, fully, airtime = node_stats(deliveries)
     return BroadcastRow(
@@ -264,6 +304,14 @@ def _row(b: Broadcast, look: _Lookup, commands: dict[str, tuple[dt.datetime | No
     )
 
 
+def _rows(session: Session, broadcasts: Sequence[Broadcast], look: _Names, zone: str | None,
+          with_text: bool, with_deliveries: bool = True) -> list[BroadcastRow]:
+    deliveries = _deliveries(session, [b.id for b in broadcasts], instants=with_deliveries)
+    commands = _commands(session, deliveries)
+    rows = [_row(b, deliveries.get(b.id, []), look, commands, zone, with_text) for b in broadcasts]
+    return rows if with_deliveries else [replace(b, deliveries=[]) for b in rows]  # they lack their instants
+
+
 def _subset(b: BroadcastRow, deliveries: list[DeliveryRow]) -> BroadcastRow:
     """The same broadcast seen through some of its deliveries (one TDP's clusters)."""
     targeted, fully, airtime = node_stats(deliveries)
@@ -273,9 +321,9 @@ def _subset(b: BroadcastRow, deliveries: list[DeliveryRow]) -> BroadcastRow:
                    preempted=is_preempted(b.reason) or any(d.preempted for d in deliveries))
 
 
-def _commands(session: Session, broadcasts: Iterable[Broadcast]) -> dict[str, tuple[dt.datetime | None, float | None]]:
+def _commands(session: Session, deliveries: Deliveries) -> dict[str, tuple[dt.datetime | None, float | None]]:
     """Per command: when it was published and the length of what it plays (from its payload)."""
-    ids = sorted({d.command_id for b in broadcasts for d in b.deliveries})
+    ids = sorted({d.command_id for rows in deliveries.values() for d in rows})
     found: dict[str, tuple[dt.datetime | None, float | None]] = {}
     for i in range(0, len(ids), 500):
         rows = session.execute(select(Command.id, Command.published_at, Command.payload)
@@ -338,8 +386,11 @@ def _where(query: Select[Any], *, period: Period | None, zone: str | None, segme
 
 def query(session: Session, *, period: Period | None = None, zone: str | None = None, segment: str | None = None,
           priority: str | None = None, outcome: str | None = None, limit: int = 50, offset: int = 0,
-          newest_first: bool = True, with_text: bool = False) -> Page:
-    """A page of the as-run log. With ``zone``, only that TDP's clusters are shown and counted in coverage."""
+          newest_first: bool = True, with_text: bool = False, with_deliveries: bool = True) -> Page:
+    """A page of the as-run log. With ``zone``, only that TDP's clusters are shown and counted in coverage.
+
+    ``with_deliveries=False``: a summary, each row with its counts and coverage but no ``deliveries``.
+    """
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit phải từ 1 đến {MAX_LIMIT}", where="limit")
     if offset < 0:
@@ -348,27 +399,22 @@ def query(session: Session, *, period: Period | None = None, zone: str | None = 
     total = session.scalar(select(func.count()).select_from(ids.subquery())) or 0
     order = (Broadcast.scheduled_at.desc(), Broadcast.id.desc()) if newest_first else (
         Broadcast.scheduled_at.asc(), Broadcast.id.asc())
-    rows = list(session.scalars(
-        select(Broadcast).options(selectinload(Broadcast.deliveries)).where(Broadcast.id.in_(ids))
-        .order_by(*order).limit(limit).offset(offset)
-    ))
-    look = _Lookup(session)
-    commands = _commands(session, rows)
+    rows = list(session.scalars(select(Broadcast).where(Broadcast.id.in_(ids)).order_by(*order).limit(limit).offset(offset)))
+    look = _Names(session, slot_ids=[b.slot_id for b in rows if b.slot_id])
     return Page(total=total, limit=limit, offset=offset,
-                items=[_row(b, look, commands, zone, with_text) for b in rows])
+                items=_rows(session, rows, look, zone, with_text, with_deliveries))
 
 
 def broadcasts_in(session: Session, period: Period, *, with_text: bool = False,
-                  look: _Lookup | None = None) -> list[BroadcastRow]:
+                  look: _Names | None = None) -> list[BroadcastRow]:
     """Every broadcast scheduled in the period, oldest first, with all its deliveries (for reports)."""
     rows = list(session.scalars(
-        select(Broadcast).options(selectinload(Broadcast.deliveries))
-        .where(Broadcast.scheduled_at >= period.start, Broadcast.scheduled_at < period.end)
+        select(Broadcast).where(Broadcast.scheduled_at >= period.start, Broadcast.scheduled_at < period.end)
         .order_by(Broadcast.scheduled_at, Broadcast.id)
     ))
-    look = look or _Lookup(session)
-    commands = _commands(session, rows)
-    return [_row(b, look, commands, None, with_text) for b in rows]
+    if look is None:
+        look = _Names(session, slot_ids=[b.slot_id for b in rows if b.slot_id])
+    return _rows(session, rows, look, None, with_text)
 
 
 # reconciliation --------------------------------------------------------------------------------------

@@ -12,7 +12,17 @@ from radio.errors import NotFound
 from radio.models import Broadcast, Node, utcnow
 from radio.web import queries
 from radio.web.deps import SessionDep, SettingsDep
-from radio.web.schemas import MAX_ID, MAX_OFFSET, BroadcastDetail, BroadcastOut, NodeOut, OccurrenceOut, SlotOut, ZoneOut
+from radio.web.schemas import (
+    MAX_ID,
+    MAX_OFFSET,
+    MAX_PAGE,
+    BroadcastDetail,
+    BroadcastOut,
+    NodeOut,
+    OccurrenceOut,
+    SlotOut,
+    ZoneOut,
+)
 from radio.web.security import READ
 
 router = APIRouter(prefix="/api/v1", tags=["v1"], dependencies=[Depends(READ)])
@@ -23,9 +33,17 @@ def list_zones(session: SessionDep) -> list[ZoneOut]:
     return [ZoneOut.model_validate(z) for z in queries.zones(session)]
 
 
+PageLimit = Annotated[int | None, Query(ge=1, le=MAX_PAGE, description="số dòng tối đa (mặc định: tất cả)")]
+
+
 @router.get("/nodes", response_model=list[NodeOut])
-def list_nodes(session: SessionDep) -> list[NodeOut]:
-    return [NodeOut.model_validate(n) for n in session.scalars(select(Node).order_by(Node.id))]
+def list_nodes(session: SessionDep, limit: PageLimit = None,
+               offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> list[NodeOut]:
+    """The clusters ordered by id; ``limit``/``offset`` page through a big ward (without them: every cluster)."""
+    query = select(Node.id, Node.zone_id, Node.name, Node.online, Node.last_seen_at).order_by(Node.id).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return [NodeOut.model_validate(row._mapping) for row in session.execute(query)]
 
 
 @router.get("/slots", response_model=list[SlotOut])

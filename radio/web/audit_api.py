@@ -8,6 +8,8 @@ app's routes to keep it so). Dates are whole local days, ``from`` and ``to`` bot
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import json
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Query
@@ -27,6 +29,7 @@ ToQ = Annotated[str | None, Query(alias="to", max_length=10, description="ngày 
 FromReq = Annotated[str, Query(alias="from", max_length=10, description="ngày đầu (2024-01-01 hoặc 01/01/2024)")]
 ToReq = Annotated[str, Query(alias="to", max_length=10, description="ngày cuối, tính cả ngày này")]
 Id = Annotated[str | None, Query(max_length=64)]
+DELIVERIES_HELP = "false: chỉ tóm tắt từng buổi phát (số cụm loa, tỷ lệ phủ sóng), không kèm danh sách từng cụm loa"
 
 
 def _period(first: str | None, last: str | None, tz: Any) -> asrun.Period | None:
@@ -37,17 +40,40 @@ def _period(first: str | None, last: str | None, tz: Any) -> asrun.Period | None
     return asrun.Period.parse(first, last, tz)
 
 
-@router.get("/asrun")
+@router.get("/asrun", response_class=Response, responses={200: {"content": {"application/json": {}}}})
 def as_run(session: SessionDep, settings: SettingsDep, first: FromQ = None, last: ToQ = None, zone: Id = None,
            segment: Id = None, priority: Annotated[str | None, Query(max_length=16)] = None,
            outcome: Annotated[str | None, Query(max_length=16, description="broadcast status or 'preempted'")] = None,
            limit: Annotated[int, Query(ge=1, le=asrun.MAX_LIMIT)] = 50,
            offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-           order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc") -> Any:
-    """The as-run log per broadcast and per cluster, filtered and paged (``total`` counts every match)."""
+           order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+           deliveries: Annotated[bool, Query(description=DELIVERIES_HELP)] = True) -> Response:
+    """The as-run log per broadcast and per cluster, filtered and paged (``total`` counts every match).
+
+    Each item lists its deliveries (one per cluster and playlist part: a whole-ward broadcast has thousands);
+    ``deliveries=false`` leaves that list out and keeps the per-broadcast counts and coverage.
+    """
     page = asrun.query(session, period=_period(first, last, settings.tz), zone=zone, segment=segment,
-                       priority=priority, outcome=outcome, limit=limit, offset=offset, newest_first=order == "desc")
-    return jsonable_encoder(dataclasses.asdict(page))
+                       priority=priority, outcome=outcome, limit=limit, offset=offset, newest_first=order == "desc",
+                       with_deliveries=deliveries)
+    return json_response(page, omit=frozenset() if deliveries else frozenset({"deliveries"}))
+
+
+def json_response(content: Any, omit: frozenset[str] = frozenset()) -> Response:
+    """Dataclass rows as JSON in one pass of the C encoder, without the fields in ``omit``.
+
+    ``jsonable_encoder(dataclasses.asdict(...))`` took seconds for a page of 12,000 deliveries; the
+    output is the same (datetimes in ISO 8601 with their offset).
+    """
+    def default(value: Any) -> Any:
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {k: v for k, v in vars(value).items() if k not in omit}
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+    body = json.dumps(content, default=default, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return Response(body.encode(), media_type="application/json")
 
 
 @router.get("/reconciliation")

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_OFFSET = 10_000_000  # paging bounds: beyond 64-bit integers the databases overflow
 MAX_ID = 2**62
+MAX_PAGE = 10_000  # rows per page of a list that pages (nodes)
 
 
 class Out(BaseModel):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, HTTPException, Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -57,7 +57,7 @@ def read_session(request: Request, settings: Settings) -> dict[str, Any] | None:
     if not raw:
         return None
     try:
-        data = serializer(settings).loads(raw, max_age=settings.session_hours * 3600)
+        data = serializer(settings).loads(raw, max_age=int(settings.session_hours * 3600))
     except BadSignature:
         return None
     return data if isinstance(data, dict) else None
@@ -69,15 +69,13 @@ def cookie_secure(settings: Settings) -> bool:
 
 async def current_principal(request: Request, session: Annotated[Session, Depends(get_session)]) -> Principal | None:
     """The caller, or None; also enforces CSRF on cookie-authenticated unsafe requests."""
-    cached = getattr(request.state, "principal", False)
-    if cached is not False:
-        return cached  # type: ignore[no-any-return]
+    if hasattr(request.state, "principal"):
+        return cast(Principal | None, request.state.principal)
     settings: Settings = request.app.state.service.settings
     principal: Principal | None = None
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        principal = principal_for_token(session, auth[7:].strip())
-        session.commit()  # last_used_at
+        principal = principal_for_token(session, auth[7:].strip())  # first: it may commit the session
     else:
         data = read_session(request, settings)
         if data is not None:

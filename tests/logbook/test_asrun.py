@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from radio.cli import main
@@ -114,6 +114,44 @@ def test_with_a_zone_only_its_clusters_count(factory: sessionmaker[Session]) -> 
     assert (morning.targeted, morning.played_fully, morning.preempted) == (2, 0, True)
     assert {d.reason for d in morning.deliveries} == {asrun.PREEMPTED}
     assert (emergency.kind, emergency.coverage) == ("emergency", 1.0)
+
+
+def test_each_page_names_its_slots_and_nodes_from_plain_rows(factory: sessionmaker[Session]) -> None:
+    """Page by page (one broadcast each), segments, nodes and zones are named right; only the page's
+    broadcasts become ORM objects (a big site has 10,000 slots, 5,000 nodes and thousands of deliveries a page)."""
+    from sqlalchemy import event
+
+    from radio.models import Broadcast, Node, Segment, Slot, Zone
+
+    with factory() as s:
+        loaded: list[type] = []
+        event.listen(s, "loaded_as_persistent", lambda _s, obj: loaded.append(type(obj)))
+        items = [b for offset in range(13) for b in asrun.query(s, period=PERIOD, limit=1, offset=offset).items]
+        assert set(loaded) == {Broadcast} and len(loaded) == 13
+    with factory() as s:
+        segments = {seg.id: seg.name for seg in s.scalars(select(Segment))}
+        slots = {slot.id: slot.segment_id for slot in s.scalars(select(Slot))}
+        nodes = {n.id: (n.name, n.zone_id) for n in s.scalars(select(Node))}
+        zones = {z.id: z.name for z in s.scalars(select(Zone))}
+    assert len({b.segment_id for b in items}) >= 2 and sum(len(b.deliveries) for b in items) > 50
+    for b in items:
+        assert b.segment_id == (slots[b.slot_id] if b.slot_id else None)
+        assert b.segment_name == (segments[b.segment_id] if b.segment_id else None)
+        for d in b.deliveries:
+            assert (d.node_name, d.zone_id, d.zone_name) == (*nodes[d.node_id], zones[nodes[d.node_id][1]])
+        assert [(d.node_id, d.part) for d in b.deliveries] == sorted((d.node_id, d.part) for d in b.deliveries)
+
+
+def test_reports_name_every_slot_however_many(sqlite_factory: sessionmaker[Session],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_LIMIT slots (a year's report) the segments come from every slot instead of an IN list: same rows."""
+    with sqlite_factory() as s:
+        few = asrun.broadcasts_in(s, PERIOD)
+        monkeypatch.setattr(asrun, "MAX_LIMIT", 1)
+        many = asrun.broadcasts_in(s, PERIOD)
+    assert many == few
+    assert {b.segment_id for b in few if b.slot_id} == {"cds", "cqtt", "cchc"} and all(
+        b.segment_name for b in few if b.slot_id)
 
 
 EXPECTED = {

@@ -69,6 +69,33 @@ def test_asrun_filters_and_pages(client: TestClient) -> None:
     assert r.json()["total"] == 1
 
 
+def test_asrun_summary_without_deliveries(client: TestClient) -> None:
+    """deliveries=false gives the same items, counts and coverage without the per-cluster lists; the full
+    answer is what jsonable_encoder made of the rows before (ISO times with their offset)."""
+    import dataclasses
+
+    from fastapi.encoders import jsonable_encoder
+
+    from radio.logbook import asrun
+
+    params: dict[str, str | int] = {"from": "2024-09-02", "to": "2024-09-15", "limit": 20}
+    full = client.get("/api/v1/asrun", params=params)
+    summary = client.get("/api/v1/asrun", params={**params, "deliveries": "false"})
+    assert full.status_code == summary.status_code == 200 and summary.headers["content-type"] == "application/json"
+    assert len(summary.content) < len(full.content) / 3
+    assert summary.json()["items"] == [{k: v for k, v in item.items() if k != "deliveries"}
+                                       for item in full.json()["items"]]
+    assert summary.json()["items"][0]["targeted"] and "deliveries" not in summary.json()["items"][0]
+    service = client.app.state.service  # type: ignore[attr-defined]
+    with service.factory() as session:
+        page = asrun.query(session, period=asrun.Period.parse("2024-09-02", "2024-09-15", service.settings.tz),
+                           limit=20)
+    assert full.json() == jsonable_encoder(dataclasses.asdict(page))
+    assert full.json()["items"][0]["deliveries"][0]["issued_at"].endswith("+00:00")
+    spec = client.get("/openapi.json").json()["paths"]["/api/v1/asrun"]["get"]
+    assert "deliveries" in {p["name"] for p in spec["parameters"]}
+
+
 def test_reconciliation(client: TestClient) -> None:
     """GET /reconciliation lists each occurrence with its category and the counts."""
     r = client.get("/api/v1/reconciliation", params={"from": "2024-09-02", "to": "2024-09-12"})
