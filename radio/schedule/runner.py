@@ -7,10 +7,15 @@ A periodic ``sync`` picks up slots changed by the CLI or another instance direct
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import logging
+import sys
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import select
@@ -31,6 +36,8 @@ LOOKBACK = dt.timedelta(days=7)
 # A fire can take a second or more (audio, database) and many slots share a minute (every zone at 06:00):
 # APScheduler's default 10 threads would queue fires behind each other.
 FIRE_THREADS = 64
+RULE_COLUMNS = (Slot.id, Slot.start_time, Slot.weekdays, Slot.interval_weeks, Slot.dates, Slot.exclude_dates,
+                Slot.valid_from, Slot.valid_until, Slot.holidays)  # what SlotRule.from_slot reads
 
 
 class _FirePool(ThreadPoolExecutor):  # type: ignore[misc]
@@ -54,15 +61,25 @@ class SlotRunner:
             timezone=dt.UTC, executors={"default": self._pool},
             job_defaults={"misfire_grace_time": settings.misfire_grace_s, "coalesce": True, "max_instances": 1},
         )
-        # slot id → (its rule, its next unhandled occurrence) as of the last sync: unchanged slots are not
-        # recomputed, which keeps a re-sync of 10,000 slots well under a second.
-        self._next: dict[str, tuple[SlotRule, dt.datetime]] = {}
-        self._firing: set[str] = set()  # slots being fired now: their _fire re-arms them, a sync must not
+        # slot id → (its recurrence columns, their rule, its next unhandled occurrence) as of the last sync:
+        # unchanged slots are not recomputed.
+        self._next: dict[str, tuple[tuple[Any, ...], SlotRule, dt.datetime]] = {}
+        self._armed: dict[str, dt.datetime] = {}  # slot id → the occurrence its job is armed for
+        # Occurrences handed to the broadcaster by this process: a sync whose claimed-keys query ran just before
+        # the claim committed must not arm them again (the claim would refuse, but it is wasted work).
+        self._handed: set[tuple[str, dt.datetime]] = set()
 
     def start(self) -> None:
+        # The scheduler's timing thread competes for the GIL with fires, the recorder and (in role `all`) the
+        # API; a 1 ms switch interval instead of 5 ms gets it the interpreter sooner when a slot is due.
+        sys.setswitchinterval(0.001)
         self.record_downtime_misses()
         self.scheduler.start()
         self.sync()
+        # The armed jobs, the slot cache and everything loaded so far live as long as the process: move them
+        # out of the garbage collector's view, so a full collection (which holds the GIL throughout) does not
+        # rescan them — with 10,000 slots such a pause delayed fires by ~0.4 s.
+        gc.freeze()
         self.scheduler.add_job(self.sync, "interval", seconds=self.settings.schedule_sync_s, id="sync",
                                replace_existing=True)
         self.scheduler.add_job(settle_due, "interval", seconds=SETTLE_INTERVAL_S, id="settle",
@@ -119,36 +136,42 @@ class SlotRunner:
                 mark.at = utcnow()
 
     def sync(self) -> None:
-        """Arm one job per enabled slot for its next occurrence not yet handled."""
+        """Arm one job per enabled slot for its next occurrence not yet handled.
+
+        Cheap when little changed (10,000 slots: well under a second): the recurrence columns are read as
+        plain rows and a slot whose row and armed occurrence are unchanged is skipped; armed jobs are tracked
+        here, so APScheduler's job-store lock (which its timing thread needs to fire) is only taken to change one.
+        """
         self._mark_alive()
         now = utcnow()
         since = now - dt.timedelta(seconds=self.settings.misfire_grace_s)
         wanted: dict[str, dt.datetime] = {}
-        known: dict[str, tuple[SlotRule, dt.datetime]] = {}
+        known: dict[str, tuple[tuple[Any, ...], SlotRule, dt.datetime]] = {}
         with self.factory() as session:
             # Occurrences already claimed (aired, missed, or taken by another instance), in one query.
             claimed = {occurrence_key(slot_id, at) for slot_id, at in session.execute(
                 select(Broadcast.slot_id, Broadcast.scheduled_at)
                 .where(Broadcast.slot_id.is_not(None), Broadcast.scheduled_at >= since)) if slot_id}
-            for slot in session.scalars(select(Slot).where(Slot.enabled.is_(True))):
-                rule = SlotRule.from_slot(slot)
-                cached = self._next.get(slot.id)
-                if cached and cached[0] == rule and cached[1] >= since \
-                        and occurrence_key(slot.id, cached[1]) not in claimed:
-                    at: dt.datetime | None = cached[1]
+            for row in session.execute(select(*RULE_COLUMNS).where(Slot.enabled.is_(True))):
+                raw = tuple(row)
+                cached = self._next.get(row.id)
+                if cached and cached[0] == raw and cached[2] >= since \
+                        and occurrence_key(row.id, cached[2]) not in claimed:
+                    rule, at = cached[1], cached[2]
                 else:
-                    at = self._next_unhandled(slot.id, rule, since, claimed)
+                    rule = SlotRule.from_slot(row)  # type: ignore[arg-type]  # a row has the same attributes
+                    at = self._next_unhandled(row.id, rule, since, claimed)  # type: ignore[assignment]
                 if at is not None:
-                    wanted[slot.id] = at
-                    known[slot.id] = (rule, at)
+                    wanted[row.id] = at
+                    known[row.id] = (raw, rule, at)
         self._next = known
-        jobs = {job.id: job for job in self.scheduler.get_jobs() if job.id.startswith("slot:")}
-        for job_id, job in jobs.items():
-            if job_id[5:] not in wanted:
-                job.remove()
+        self._handed = {(slot_id, at) for slot_id, at in set(self._handed) if at >= since}
+        for slot_id in set(self._armed) - wanted.keys():
+            self._armed.pop(slot_id, None)
+            with contextlib.suppress(JobLookupError):  # it may just have run (a one-off's job then goes)
+                self.scheduler.remove_job(f"slot:{slot_id}")
         for slot_id, at in wanted.items():
-            job = jobs.get(f"slot:{slot_id}")
-            if slot_id not in self._firing and (job is None or job.args[1] != at):
+            if self._armed.get(slot_id) != at and (slot_id, at) not in self._handed:
                 self._arm(slot_id, at)
 
     def _next_unhandled(self, slot_id: str, rule: SlotRule, since: dt.datetime, claimed: set[str]) -> dt.datetime | None:
@@ -161,22 +184,19 @@ class SlotRunner:
         return at
 
     def _arm(self, slot_id: str, at: dt.datetime) -> None:
+        self._armed[slot_id] = at
         self.scheduler.add_job(self._fire, DateTrigger(run_date=at), args=(slot_id, at), id=f"slot:{slot_id}",
                                replace_existing=True)
         log.debug("slot %s armed for %s", slot_id, at.isoformat())
 
     def _fire(self, slot_id: str, at: dt.datetime) -> None:
-        self._firing.add(slot_id)
+        self._handed.add((slot_id, at))
         try:
             self.broadcaster.fire_slot(slot_id, at)
         finally:
-            try:
-                with self.factory() as session:
-                    slot = session.get(Slot, slot_id)
-                    rule = SlotRule.from_slot(slot) if slot else None
-                nxt = next_occurrence(rule, at, self.settings.tz) if rule else None
-                if rule is not None and nxt is not None:
-                    self._next[slot_id] = (rule, nxt)
-                    self._arm(slot_id, nxt)
-            finally:
-                self._firing.discard(slot_id)
+            with self.factory() as session:
+                slot = session.get(Slot, slot_id)
+                rule = SlotRule.from_slot(slot) if slot else None
+            nxt = next_occurrence(rule, at, self.settings.tz) if rule else None
+            if rule is not None and nxt is not None:
+                self._arm(slot_id, nxt)
