@@ -4,13 +4,20 @@ Run: ``.venv/bin/python bench/fanout.py`` (``--nodes 100 1000``, ``--no-record``
 
 * starts its own Mosquitto (the queue limits of docs/deploy-brokers.md), the service in this process
   (SQLite, HTTP for audio) and ``radio simulate`` in a second process (one asyncio loop, one MQTT
-  connection per node: the whole fleet shares the machine's other core);
+  connection per node, heartbeats every 30 s as in production: the whole fleet shares the machine's other core);
 * measures the **floor** first: N plain aiomqtt subscribers in one process (the fleet's shape) and one
   QoS 1 publish; latency = each subscriber's receipt − the publish instant;
 * fires one broadcast on the whole ward and reads each node's own reports: **fire → received** (the
-  instant the node took the command off the wire) and **fire → playing** (the instant playback began,
-  ``start_at`` = fire + lead), and the **start spread** (last start − first start across nodes).
+  instant the node took the command off the wire), **fire → ready** (audio fetched and verified) and
+  **fire → playing** (the instant playback began, ``start_at`` = issue + the lead the service chose: the
+  ``command_lead_s`` default of 3 s, lengthened for the fan-out's downloads, docs/protocol.md *Lead time*),
+  and the **start spread** (last start − first start across nodes).
   "Fire" is the instant the service hands the command to MQTT; nodes report on their NTP-corrected clocks.
+* also records where the time goes: air() → publish, publish → PUBACK and → a plain probe subscriber (the
+  service's and the broker's share), the recorder's largest backlog, the outbox's resends (``command_attempts``
+  is 1 when nothing was resent) and the events recorded per type (N each when no node had to answer twice).
+
+The outbox is given the recorder's queue size, as radio/service.py should (``--no-backlog-probe``: as it is today).
 
 Targets: received p99 ≤ 2 × floor p99 at 1,000 nodes; start spread ≤ 20 ms. Appends to ``bench/results.json``.
 """
@@ -41,16 +48,8 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results.json"
 TARGET_RATIO = 2.0
 TARGET_SPREAD_MS = 20.0
-LEAD_S = 3.0  # at 100 nodes; more nodes need longer to download the audio from this one Python service
-
-
-def lead_for(count: int) -> float:
-    """Long enough for every node to fetch the audio first, never under 3 s.
-
-    The service's own HTTP (uvicorn, FileResponse) serves ~130 files/s here while it also records the
-    fleet's events, so 1,000 nodes need ~8-10 s just to download; see fire→ready in the results.
-    """
-    return max(LEAD_S, count * 0.015)
+LEAD_S = 3.0  # the command_lead_s setting (its default); the service lengthens it to fit the fan-out's downloads
+BACKLOG_PROBE = True  # --no-backlog-probe: the outbox as radio/service.py builds it today, blind to the recorder
 FLEET_LOG: Any = subprocess.DEVNULL  # --fleet-log FILE keeps the fleet's console summary
 MOSQUITTO_CONF = "allow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 0\n"
 
@@ -171,7 +170,8 @@ def run_size(count: int, tmp: Path) -> dict[str, Any]:
     from sqlalchemy import func, select
 
     from radio.db import transaction
-    from radio.models import Broadcast, Bulletin, BulletinStatus, Delivery, Node, Zone
+    from radio.dispatch import topics
+    from radio.models import Broadcast, Bulletin, BulletinStatus, Command, Delivery, Node, Zone
     from radio.service import Service
     from radio.settings import load_settings
     from radio.web.app import create_app
@@ -185,7 +185,7 @@ def run_size(count: int, tmp: Path) -> dict[str, Any]:
         floor = min(floors, key=lambda f: stats_ms(f)["p99"])  # the best of three: a floor is a floor
         port = free_port()
         settings = load_settings(data_dir=tmp / "data", http_port=port, public_base_url=f"http://127.0.0.1:{port}",
-                                 mqtt_url=broker, command_lead_s=lead_for(count), broadcast_timeout_s=60,
+                                 mqtt_url=broker, command_lead_s=LEAD_S, broadcast_timeout_s=60,
                                  instance_id=f"bench-{count}")
         service = Service(settings)
         server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning",
@@ -193,13 +193,17 @@ def run_size(count: int, tmp: Path) -> dict[str, Any]:
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         wait_for(lambda: server is not None and server.started, 60, "the service")
+        assert service.outbox is not None
+        if BACKLOG_PROBE and service.outbox.backlog is None:
+            # What radio/service.py should pass (see docs/protocol.md, Outbox): no resends while the recorder is behind.
+            service.outbox.backlog = service.recorder.queue.qsize
         with transaction(service.factory) as session:
             session.add(Zone(id="bench", name="bench"))
             session.add_all(Node(id=f"b-{i:04d}", zone_id="bench", name=f"b-{i:04d}") for i in range(count))
             session.add(Bulletin(id="bench", title="bench", text="Thử loa.", status=BulletinStatus.APPROVED))
         env = {**os.environ, "RADIO_DATABASE_URL": settings.db_url, "RADIO_DATA_DIR": str(tmp / "fleet")}
         fleet = subprocess.Popen([sys.executable, "-m", "radio.cli", "simulate", "--broker", broker, "--speed", "8",
-                                  "--heartbeat-s", "5", "--summary", os.environ.get("FANOUT_SUMMARY", "0")], env=env,
+                                  "--heartbeat-s", "30", "--summary", os.environ.get("FANOUT_SUMMARY", "0")], env=env,
                                  stdout=FLEET_LOG, stderr=subprocess.STDOUT)
 
         def heartbeats() -> int:
@@ -220,15 +224,44 @@ def run_size(count: int, tmp: Path) -> dict[str, Any]:
             pass  # reported below as worst_sync_rtt_ms
         sync_rtt = worst_rtt_ms()
         fired: list[float] = []
+        acked: list[float] = []
         assert service.mqtt is not None
         publish = service.mqtt.publish
 
         def spy(topic: str, payload: bytes, **kw: Any) -> Any:
-            if "/cmd/" in topic and not fired:
+            first = "/cmd/" in topic and not fired
+            if first:
                 fired.append(time.time())
-            return publish(topic, payload, **kw)
+            info = publish(topic, payload, **kw)
+            if first:  # when the broker acknowledged it: the service's own share of the latency
+                def ack() -> None:
+                    info.wait_for_publish(30)
+                    acked.append(time.time())
+
+                threading.Thread(target=ack, daemon=True).start()
+            return info
 
         service.mqtt.publish = spy  # type: ignore[method-assign]
+        backlog: list[int] = []
+        sampling = threading.Event()
+
+        def sample_backlog() -> None:  # the recorder's queue: node messages not yet written
+            while not sampling.wait(0.1):
+                backlog.append(service.recorder.queue.qsize())
+                if os.environ.get("FANOUT_BACKLOG_LOG"):
+                    with open(os.environ["FANOUT_BACKLOG_LOG"], "a") as f:
+                        f.write(f"{time.time():.2f} {backlog[-1]} {service.recorder.received}\n")
+
+        sampler = threading.Thread(target=sample_backlog, daemon=True)
+        sampler.start()
+        print(f"{count:5d} nodes connected in {connect_s:.0f} s (worst clock round trip {sync_rtt:.1f} ms); firing"
+              f" (service on port {port})",
+              flush=True)
+        # One plain subscriber on the ward's command topic in its own process: when the broker delivered the command.
+        probe = subprocess.Popen([sys.executable, __file__, "--floor-child", broker, "1", topics.cmd_all(settings.site_id)],
+                                 stdout=subprocess.PIPE, text=True)
+        assert probe.stdout is not None and probe.stdout.readline().strip() == "READY"
+        air_called = time.time()
         broadcast_id = service.air_demo()
         assert broadcast_id is not None and fired
 
@@ -238,10 +271,14 @@ def run_size(count: int, tmp: Path) -> dict[str, Any]:
                     Delivery.broadcast_id == broadcast_id, Delivery.state.not_in(["finished", "failed", "rejected",
                                                                                     "expired", "missed"])))
 
-        wait_for(done, 120, "every delivery final", 0.5)
+        wait_for(done, 300, "every delivery final", 0.5)
+        sampling.set()
         with service.factory() as s:
             rows = list(s.scalars(select(Delivery).where(Delivery.broadcast_id == broadcast_id)))
+            attempts = int(s.scalar(select(func.sum(Command.attempts)).where(Command.broadcast_id == broadcast_id)) or 0)
         fire = fired[0]
+        probe_got = json.loads(probe.stdout.readline() or "[]")
+        probe.wait(30)
         if os.environ.get("FANOUT_DUMP"):  # per-node detail for digging into a result
             with service.factory() as s:
                 nodes = {n.id: n for n in s.scalars(select(Node))}
@@ -259,13 +296,19 @@ def run_size(count: int, tmp: Path) -> dict[str, Any]:
         playing = [t - fire for t in started]
         finished = sum(d.state == "finished" for d in rows)
         result: dict[str, Any] = {
-            "nodes": count, "finished": finished, "connect_s": round(connect_s, 1), "lead_s": lead_for(count),
+            "nodes": count, "finished": finished, "connect_s": round(connect_s, 1),
+            "lead_s": round((start_at.timestamp() - fire), 2),  # chosen by the service (docs/protocol.md, Lead time)
             "worst_sync_rtt_ms": round(sync_rtt, 2), "ready_ms": stats_ms(ready),
             "start_error_ms": stats_ms([abs(t - start_at.timestamp()) for t in started]),
             "floor_ms": stats_ms(floor), "floor_rounds_p99_ms": [stats_ms(f)["p99"] for f in floors],
             "received_ms": stats_ms(received), "playing_ms": stats_ms(playing),
             "start_spread_ms": round((max(started) - min(started)) * 1000, 2),
             "events_recorded": dict(service.recorder.events),
+            "air_to_publish_ms": round((fire - air_called) * 1000, 1), "command_attempts": attempts,
+            "publish_to_puback_ms": round((acked[0] - fire) * 1000, 1) if acked else None,
+            "publish_to_probe_ms": round((probe_got[0] - fire) * 1000, 1) if probe_got else None,
+            "outbox": {k: v for k, v in vars(service.outbox.totals).items() if k != "nodes"} if service.outbox else {},
+            "recorder_backlog_max": max(backlog, default=0), "backlog_probe": service.outbox.backlog is not None,
         }
         result["received_p99_over_floor_p99"] = round(stats_ms(received)["p99"] / stats_ms(floor)["p99"], 2)
         return result
@@ -288,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--no-backlog-probe", action="store_true",
+                        help="do not tell the outbox the recorder's queue size (as radio/service.py does not yet)")
     parser.add_argument("--fleet-log", type=Path, help="write the fleet's console (summary every second) here")
     parser.add_argument("--floor-child", nargs=3, metavar=("BROKER", "N", "TOPIC"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -296,8 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     import logging
 
-    global FLEET_LOG
-    logging.basicConfig(level=logging.WARNING)
+    global FLEET_LOG, BACKLOG_PROBE
+    BACKLOG_PROBE = not args.no_backlog_probe
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if os.environ.get("FANOUT_BACKLOG_LOG"):
+        logging.getLogger("radio.dispatch.outbox").setLevel(logging.INFO)
     if args.fleet_log:
         FLEET_LOG = args.fleet_log.open("w")
         os.environ["FANOUT_SUMMARY"] = "1"
@@ -312,7 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f" | fire→playing {r['playing_ms']['p50']}/{r['playing_ms']['p99']}/{r['playing_ms']['max']} ms"
               f" (lead {r['lead_s']:g} s) | start spread {r['start_spread_ms']} ms, |error| p99 "
               f"{r['start_error_ms']['p99']} ms | fire→ready p99 {r['ready_ms']['p99']} ms"
-              f" | finished {r['finished']}/{count}",
+              f" | finished {r['finished']}/{count} | air→publish {r['air_to_publish_ms']} ms, publish→puback "
+              f"{r['publish_to_puback_ms']} ms, →probe {r['publish_to_probe_ms']} ms, attempts "
+              f"{r['command_attempts']}, recorder backlog max {r['recorder_backlog_max']}, events {r['events_recorded']}",
               flush=True)
     big = max(runs, key=lambda r: r["nodes"])
     verdict = {"received_p99_within_2x_floor": big["received_p99_over_floor_p99"] <= TARGET_RATIO,

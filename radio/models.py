@@ -338,7 +338,7 @@ class Command(Base):
     topic: Mapped[str] = mapped_column(String(300))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    valid_until: Mapped[dt.datetime]
+    valid_until: Mapped[dt.datetime] = mapped_column(index=True)  # the outbox looks at recently expired ones each tick
     published_at: Mapped[dt.datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 

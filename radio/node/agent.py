@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import random
 import signal
 import socket
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,14 @@ from radio.node.config import NodeConfig
 from radio.node.journal import Journal, Record
 from radio.node.players import PlaybackError, Player, SimulatedPlayer, Source
 
-__all__ = ["NodeAgent", "NodeConfig", "Faults", "until_signal"]
+__all__ = ["NodeAgent", "NodeConfig", "Faults", "Defer", "Starter", "until_signal"]
 log = logging.getLogger(__name__)
+# Runs a received message's handling later; the receipt instant is taken before. A lone node uses call_soon; a
+# simulated fleet defers until a burst of receipts is over (radio/node/simulator.py).
+Defer = Callable[[Callable[[], None]], None]
+# Calls ``begin`` in ``delay_s`` and then resolves the awaitable. A lone node sleeps and starts in its own task;
+# a fleet starts every simulated player due at one instant in a single batch (radio/node/simulator.py).
+Starter = Callable[[float, Callable[[], None]], Awaitable[None]]
 RANK = {"normal": 0, "priority": 1, "emergency": 2}
 # After starting playback, wait this long before reporting it: in a simulated fleet, hundreds of nodes share
 # one event loop, and reporting (JSON, journal, publish) must not delay the next node's start. The report
@@ -126,8 +133,14 @@ class Current:
 
 class NodeAgent:
     def __init__(self, config: NodeConfig, player: Player | None = None, http: httpx.AsyncClient | None = None,
-                 *, faults: Faults | None = None, download_slots: asyncio.Semaphore | None = None) -> None:
+                 *, faults: Faults | None = None, download_slots: asyncio.Semaphore | None = None,
+                 defer: Defer | None = None, fetch: Callable[[str], Awaitable[bytes]] | None = None,
+                 starter: Starter | None = None) -> None:
         self.config = config
+        self._defer = defer
+        self._starter = starter
+        self._begun: dict[str, Current] = {}  # command id -> its playback, begun by the fleet's start batch
+        self._fetch_url = fetch  # a fleet's shared lean client (radio/node/fetch.py); else httpx
         # A fleet sharing one HTTP pool queues its downloads here: httpcore's pool scans its queue per request.
         self._download_slots = download_slots
         self.player: Player = player or SimulatedPlayer()
@@ -256,13 +269,13 @@ class NodeAgent:
                     self._spawn(self._send(event))
                 background = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._clock_loop()),
                               asyncio.create_task(self._resend_backlog())]
-                loop = asyncio.get_running_loop()
+                defer = self._defer or asyncio.get_running_loop().call_soon
                 async for message in client.messages:
                     t_local = self.clock.local()  # receipt instant, before any parsing
                     payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
                     # Parse and act a moment later: many simulated nodes share this loop, and each one's receipt
                     # instant must not wait for the others' parsing and journal writes.
-                    loop.call_soon(self._dispatch, message.topic.value, payload, t_local)
+                    defer(functools.partial(self._dispatch, message.topic.value, payload, t_local))
             except asyncio.CancelledError:
                 clean_exit = not self._crashing
                 raise
@@ -388,37 +401,18 @@ class NodeAgent:
                 except TimeoutError:
                     log.warning("node %s: clock not synced yet; trusting the local clock", self.config.node_id)
             delay = self.clock.until(command.start_at) - self.config.output_latency_s
-            # A plain sleep is the cheapest wake-up (a fleet wakes a thousand of these within a millisecond).
-            if delay > 0 and not await self._abortable(command, asyncio.sleep(delay), "before start"):
-                return
-        while True:
-            if self.clock.now() > command.valid_until:
-                self._report(command, EventType.EXPIRED, reason="valid_until passed before start")
-                return
-            current = self._current
-            if current is None or current.playback.done():
-                break
-            if RANK[command.priority] > RANK[current.command.priority]:
-                current.interrupted = f"preempted by {command.priority} command {command.id}"
-                await current.playback.stop()
-                break
-            remaining = command.valid_until.timestamp() - self.clock.now_ts()
-            waited = asyncio.wait_for(current.ended.wait(), max(0.0, remaining))
-            try:
-                if not await self._abortable(command, waited, f"while {current.command.id} played"):
+            if delay > 0:
+                start_now: Callable[[Source, int], Any] | None = getattr(self.player, "start_now", None)
+                waiting: Awaitable[Any] = asyncio.sleep(delay) if self._starter is None or start_now is None else \
+                    self._starter(delay, functools.partial(self._begin, command, source, start_now))
+                if not await self._abortable(command, waiting, "before start"):
                     return
-            except TimeoutError:
-                self._report(command, EventType.EXPIRED,
-                             reason=f"valid_until passed while {current.command.priority} command "
-                                    f"{current.command.id} played")
+        mine = self._begun.pop(command.id, None)
+        if mine is None:
+            mine = await self._start_now(command, source)
+            if mine is None:
                 return
-        try:
-            playback = await self.player.start(source, self.volume)
-        except PlaybackError as exc:
-            self._report(command, EventType.FAILED, reason=f"playback failed: {exc}")
-            return
-        started = self.clock.now()
-        mine = self._current = Current(command, playback, started)
+        playback, started = mine.playback, mine.since
         try:
             await asyncio.sleep(REPORT_SETTLE_S)
             self._report(command, EventType.STARTED, at=started)
@@ -437,7 +431,55 @@ class NodeAgent:
         else:
             self._report(command, EventType.FINISHED, played_s=played)
 
-    async def _abortable(self, command: Command, waiting: Coroutine[Any, Any, Any], when: str) -> bool:
+    def _begin(self, command: Command, source: Source, start_now: Callable[[Source, int], Any]) -> None:
+        """The fleet's start batch, at this node's start instant: start at once if nothing else plays.
+
+        Anything else (expired, something playing, a failing player) is left to the task, which applies the
+        usual rules when it wakes.
+        """
+        current = self._current
+        now = self.clock.now()  # a µs before the start itself: one clock read less per node of a batch
+        if now > command.valid_until or (current is not None and not current.playback.done()):
+            return
+        try:
+            playback = start_now(source, self.volume)
+        except PlaybackError:
+            return
+        self._current = self._begun[command.id] = Current(command, playback, now)
+        self._waiting.pop(command.id, None)  # it plays: a stop now stops the playback, not the wait
+
+    async def _start_now(self, command: Command, source: Source) -> Current | None:
+        """Start now: preempt a lower priority, or wait for the same or a higher one to end (if still valid)."""
+        while True:
+            if self.clock.now() > command.valid_until:
+                self._report(command, EventType.EXPIRED, reason="valid_until passed before start")
+                return None
+            current = self._current
+            if current is None or current.playback.done():
+                break
+            if RANK[command.priority] > RANK[current.command.priority]:
+                current.interrupted = f"preempted by {command.priority} command {command.id}"
+                await current.playback.stop()
+                break
+            remaining = command.valid_until.timestamp() - self.clock.now_ts()
+            waited = asyncio.wait_for(current.ended.wait(), max(0.0, remaining))
+            try:
+                if not await self._abortable(command, waited, f"while {current.command.id} played"):
+                    return None
+            except TimeoutError:
+                self._report(command, EventType.EXPIRED,
+                             reason=f"valid_until passed while {current.command.priority} command "
+                                    f"{current.command.id} played")
+                return None
+        try:
+            playback = await self.player.start(source, self.volume)
+        except PlaybackError as exc:
+            self._report(command, EventType.FAILED, reason=f"playback failed: {exc}")
+            return None
+        current = self._current = Current(command, playback, self.clock.now())
+        return current
+
+    async def _abortable(self, command: Command, waiting: Awaitable[Any], when: str) -> bool:
         """Await ``waiting``; False (after reporting ``failed``) if stop_all cancelled it meanwhile."""
         task = asyncio.current_task()
         assert task is not None
@@ -500,6 +542,8 @@ class NodeAgent:
 
     async def _download(self, url: str) -> bytes:
         await self.faults.before_download()
+        if self._fetch_url is not None:
+            return self.faults.after_download(await self._fetch_url(url))
         if self._download_slots is not None:
             async with self._download_slots:
                 response = await self._get(url)

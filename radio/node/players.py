@@ -73,31 +73,45 @@ class Player(Protocol):
 
 # simulated ------------------------------------------------------------------------------------------
 class SimulatedPlayback:
+    """Keeps time only. Its end timer is set when someone waits for it, not at start: a fleet starts a thousand
+    of these within milliseconds, and each start must be as cheap as possible (the start spread is what it costs)."""
+
     def __init__(self, duration_s: float, speed: float) -> None:
-        loop = asyncio.get_running_loop()
         self.started_at = time.time()
         self._speed = speed
+        self._ends_at = self.started_at + duration_s / speed
         self._ended_at: float | None = None
-        self._done: asyncio.Future[None] = loop.create_future()
-        self._timer = loop.call_later(duration_s / speed, self._finish)
+        self._done: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def _finish(self) -> None:
-        if not self._done.done():
-            self._ended_at = time.time()
+        if self._ended_at is None:
+            self._ended_at = min(time.time(), self._ends_at)
+        if self._done is not None and not self._done.done():
             self._done.set_result(None)
 
     def done(self) -> bool:
-        return self._done.done()
+        if self._ended_at is None and time.time() >= self._ends_at:
+            self._finish()
+        return self._ended_at is not None
 
     def _played(self) -> float:
         return round(((self._ended_at or time.time()) - self.started_at) * self._speed, 3)
 
     async def wait(self) -> float:
+        if self._done is None:
+            loop = asyncio.get_running_loop()
+            self._done = loop.create_future()
+            if self._ended_at is not None:
+                self._done.set_result(None)
+            else:
+                self._timer = loop.call_later(max(0.0, self._ends_at - time.time()), self._finish)
         await asyncio.shield(self._done)
         return self._played()
 
     async def stop(self) -> float:
-        self._timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         self._finish()
         return self._played()
 
@@ -116,11 +130,15 @@ class SimulatedPlayer:
     def played(self) -> list[str]:
         return [s for s, _ in self.starts]
 
-    async def start(self, source: Source, volume: int) -> SimulatedPlayback:
+    def start_now(self, source: Source, volume: int) -> SimulatedPlayback:
+        """Start synchronously (a fleet's start batch calls this for every node due at one instant)."""
         playback = SimulatedPlayback(max(0.0, source.duration_s - source.offset_s), self.speed)
         self.starts.append((source.input, playback.started_at))
         self.volumes.append(volume)
         return playback
+
+    async def start(self, source: Source, volume: int) -> SimulatedPlayback:
+        return self.start_now(source, volume)
 
 
 # external programs ----------------------------------------------------------------------------------

@@ -9,13 +9,16 @@ for each fault by a seeded draw, so a run can be repeated exactly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import heapq
+import importlib.util
 import logging
 import random
 import sys
 import time
-from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
@@ -24,6 +27,7 @@ import httpx
 from radio.dispatch.messages import EventType
 from radio.node.agent import Faults, NodeAgent
 from radio.node.config import NodeConfig
+from radio.node.fetch import LeanHttp
 from radio.node.players import SimulatedPlayback, SimulatedPlayer, Source
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,140 @@ class InjectedFaults(Faults):
         return self.rssi
 
 
+class BurstDispatcher:
+    """Handles the fleet's received messages once a burst of receipts is over (one per fleet, FIFO).
+
+    A command on a site or zone topic reaches every node of the fleet at once, and this one loop reads their
+    copies one socket after another. Had each node parsed, journaled and answered its copy as it came in, the
+    last node's receipt would wait for all the others' handling, which real nodes (each its own computer) never
+    do. Receipt instants are taken before deferring, so only the handling moves: it starts after ``quiet_s``
+    without a new message (or ``max_wait_s`` after the first waiting one) and runs in slices of ``slice_s``,
+    so sockets are read between slices (slices of 2 ms made 5,000 nodes' answers trickle out for 12 s: every
+    turn of a loop with 5,000 clients costs more than that).
+    """
+
+    def __init__(self, quiet_s: float = 0.005, max_wait_s: float = 0.5, slice_s: float = 0.02) -> None:
+        self.quiet_s, self.max_wait_s, self.slice_s = quiet_s, max_wait_s, slice_s
+        self._pending: deque[Callable[[], None]] = deque()
+        self._first = self._last = 0.0
+        self._scheduled = False
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending)
+
+    def __call__(self, callback: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        self._last = loop.time()
+        if not self._pending:
+            self._first = self._last
+        self._pending.append(callback)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_later(self.quiet_s, self._run)
+
+    def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now - self._last < self.quiet_s and now - self._first < self.max_wait_s:  # still arriving
+            loop.call_later(self.quiet_s - (now - self._last), self._run)
+            return
+        deadline = time.perf_counter() + self.slice_s
+        while self._pending:
+            callback = self._pending.popleft()
+            try:
+                callback()
+            except Exception:  # one node's bug must not stop the others' messages
+                log.exception("simulated node: handling a message failed")
+            if time.perf_counter() > deadline:
+                break
+        if self._pending:
+            self._first = now  # the rest are served slice by slice, reading sockets in between
+            loop.call_soon(self._run)
+        else:
+            self._scheduled = False
+
+
+GC_EVERY_S = 5.0
+GC_QUIET_BEFORE_START_S = 3.0
+
+
+class StartBatcher:
+    """Starts the fleet's simulated players due at one instant in one callback, in order of their deadlines.
+
+    Each node sleeps until its own start instant (its own clock estimate), then starts. Woken one task at a time,
+    a thousand nodes took ~40 ms to all get their turn on this one loop: a start spread that real nodes, each on
+    its own computer, do not have. Here each node's ``begin`` (its own checks and ``start_now``, ~10 µs) runs at
+    its deadline in one tight loop; its task resumes for the reporting only once no other start is due within
+    ``gap_s`` (the resumptions cost more than the starts, and would make the later nodes late).
+    """
+
+    def __init__(self, gap_s: float = 0.02, max_hold_s: float = 0.25) -> None:
+        self.gap_s, self.max_hold_s = gap_s, max_hold_s
+        self._heap: list[tuple[float, int, Callable[[], None], asyncio.Future[None]]] = []
+        self._seq = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._woken: list[asyncio.Future[None]] = []  # begun, their tasks not resumed yet
+        self._held_since = 0.0
+
+    def __call__(self, delay_s: float, begin: Callable[[], None]) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay_s
+        future: asyncio.Future[None] = loop.create_future()
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, begin, future))
+        if when < self._timer_at:
+            self._arm(loop)
+        return future
+
+    def next_in(self, loop: asyncio.AbstractEventLoop) -> float:
+        """Seconds until the next node is due to start (inf if none is)."""
+        return self._heap[0][0] - loop.time() if self._heap else float("inf")
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = self._heap[0][0] if self._heap else float("inf")
+        self._timer = loop.call_at(self._timer_at, self._fire) if self._heap else None
+
+    def _fire(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = now + 0.0005  # the loop's timers are this coarse anyway
+        if not self._woken:
+            self._held_since = now
+        while self._heap and self._heap[0][0] <= due:
+            _, _, begin, future = heapq.heappop(self._heap)
+            if future.done():  # cancelled: the node was stopped or is shutting down
+                continue
+            try:
+                begin()
+            except Exception:  # one node's bug must not keep the others from starting
+                log.exception("simulated node: starting playback failed")
+            self._woken.append(future)
+        self._timer = None
+        if self.next_in(loop) > self.gap_s or now - self._held_since > self.max_hold_s:
+            woken, self._woken = self._woken, []
+            for future in woken:
+                if not future.done():
+                    future.set_result(None)
+            self._arm(loop)
+        elif self._woken:  # more starts due soon: come back at the next one (or to release these)
+            self._timer_at = min(self._heap[0][0], now + self.gap_s)
+            self._timer = loop.call_at(self._timer_at, self._fire)
+        else:
+            self._arm(loop)
+
+
+def _skip_failed_sniffio_import() -> None:
+    """Without sniffio installed, httpcore retries ``import sniffio`` (a scan of sys.path) for every lock it
+    sets up, several per request: ~40 % of a fleet's download CPU. A None entry makes that import fail at once,
+    which httpcore already handles (it assumes asyncio)."""
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+
 class CrashingPlayer:
     """Wraps a node's player: on its first playback it asks the fleet to crash the node part-way through."""
 
@@ -94,7 +232,10 @@ class CrashingPlayer:
         self.armed = True
 
     async def start(self, source: Source, volume: int) -> SimulatedPlayback:
-        playback = await self.inner.start(source, volume)
+        return self.start_now(source, volume)
+
+    def start_now(self, source: Source, volume: int) -> SimulatedPlayback:
+        playback = self.inner.start_now(source, volume)
         if self.armed:
             self.armed = False
             after = (source.duration_s - source.offset_s) / self.inner.speed * self.rng.uniform(0.3, 0.7)
@@ -104,10 +245,11 @@ class CrashingPlayer:
 
 class Fleet:
     def __init__(self, configs: Sequence[NodeConfig], *, speed: float = 1.0, faults: FaultConfig | None = None,
-                 http_connections: int = 8) -> None:
+                 http_connections: int = 16, lean_http: bool = True) -> None:
         self.faults = faults or FaultConfig()
         self.speed = speed
         self.http_connections = http_connections
+        self.lean_http = lean_http  # False: every download through httpx, as a real node does
         f = self.faults
         ids = [c.node_id for c in configs]
         rng = random.Random(f.seed)
@@ -126,8 +268,14 @@ class Fleet:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._http: httpx.AsyncClient | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._lean: LeanHttp | None = None
         self._started = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self.dispatcher = BurstDispatcher()
+        self.starter = StartBatcher()
+        self.gc_pauses = 0  # collections that stopped the loop for ≥ 10 ms
+        self.gc_pause_max_s = 0.0
+        self._gc_started = self._gc_cpu = 0.0
 
     # running ---------------------------------------------------------------------------------------
     def _agent(self, config: NodeConfig) -> NodeAgent:
@@ -140,33 +288,97 @@ class Fleet:
                                 corrupt_always=config.node_id in self.corrupt_always_ids)
         # A restarted node is a new boot: its session counter comes from its journal, plus one.
         return NodeAgent(replace(config, session=int(time.time() * 1000)), wrapped, self._http, faults=faults,
-                         download_slots=self._slots)
+                         download_slots=self._slots, defer=self.dispatcher, fetch=self._lean_get,
+                         starter=self.starter)
+
+    async def _lean_get(self, url: str) -> bytes:
+        """Plain http:// through the fleet's lean keep-alive client; anything else through httpx."""
+        if self._lean is not None and url.startswith("http://"):
+            return await self._lean.get(url)
+        assert self._http is not None
+        async with self._slots or contextlib.nullcontext():
+            response = await self._http.get(url)
+        response.raise_for_status()
+        return response.content
 
     async def run(self) -> None:
         """Run every agent until cancelled; they share one HTTP connection pool."""
+        _skip_failed_sniffio_import()
         limits = httpx.Limits(max_connections=self.http_connections, max_keepalive_connections=self.http_connections)
         async with httpx.AsyncClient(timeout=30, limits=limits) as http:
             self._http = http
             self._slots = asyncio.Semaphore(self.http_connections)
+            self._lean = LeanHttp(self.http_connections) if self.lean_http else None
             self.agents = [self._agent(c) for c in self.configs]
             for agent in self.agents:
                 self._launch(agent)
             self._started.set()
-            # Thousands of long-lived objects (agents, journals, clients): keep them out of the garbage collector's
-            # generations, so a full collection never stalls the loop for tens of ms just when nodes must start.
+            collecting = gc.isenabled()
+            gc.callbacks.append(self._gc_watch)
             gc.collect()
             gc.freeze()
+            gc.disable()
+            self._keep(self._collect_garbage())
             for node_id in self.offline_ids:
                 self._keep(self._go_offline(node_id))
             try:
                 await asyncio.Event().wait()  # until cancelled
             finally:
+                gc.callbacks.remove(self._gc_watch)
+                if collecting:
+                    gc.enable()
                 for task in self._background:
                     task.cancel()
                 tasks = list(self._tasks.values())
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, *self._background, return_exceptions=True)
+                if self._lean is not None:
+                    await self._lean.aclose()
+
+    # the garbage collector ---------------------------------------------------------------------------
+    # A thousand agents are millions of long-lived objects (MQTT clients, sockets, journals) and every message makes
+    # more. Left to the automatic collector, a full collection stopped the whole fleet's loop for 100-400 ms and
+    # even young ones for 20-100 ms, whenever allocations said so: once just as a command arrived (every receipt
+    # 0.7 s late), once at start_at (a 60 ms start spread). So the fleet collects itself, when nothing is due: the
+    # long-lived objects are frozen out once everyone is connected, and cycles are collected every few seconds
+    # unless a start is near or received messages wait.
+    async def _collect_garbage(self) -> None:
+        loop = asyncio.get_running_loop()
+        frozen = False
+        rounds = 0
+        give_up = loop.time() + 120  # some node never connects: freeze anyway
+        while True:
+            await asyncio.sleep(GC_EVERY_S)
+            if self.starter.next_in(loop) < GC_QUIET_BEFORE_START_S or self.dispatcher.busy:
+                continue
+            if not frozen:  # connecting: everything made now lives on, so only freeze it once all are up
+                if loop.time() > give_up or all(a.connected.is_set() and a.clock.synced.is_set() for a in self.agents
+                                                if a.config.node_id not in self.offline_ids):
+                    gc.collect()
+                    gc.freeze()
+                    frozen = True
+                continue
+            rounds += 1
+            if rounds % 10:
+                gc.collect(1)
+            else:  # now and then everything made since the last freeze: collected, and what lives on frozen too
+                gc.collect()
+                gc.freeze()
+
+    def _gc_watch(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            self._gc_cpu = time.thread_time()
+            return
+        pause = time.perf_counter() - self._gc_started
+        if pause >= 0.01:
+            self.gc_pauses += 1
+            self.gc_pause_max_s = max(self.gc_pause_max_s, pause)
+            if pause >= 0.05:
+                log.warning("simulated fleet: the garbage collector (generation %d) stopped every node for %.0f ms"
+                            " (%.0f ms of it on the CPU)", info.get("generation", -1), pause * 1000,
+                            (time.thread_time() - self._gc_cpu) * 1000)
 
     def _launch(self, agent: NodeAgent) -> None:
         self._tasks[agent.config.node_id] = asyncio.create_task(agent.run(), name=f"node:{agent.config.node_id}")
@@ -257,6 +469,8 @@ class Fleet:
             parts.append(f"#{broadcast_id}: {steps}")
         if self.crashes:
             parts.append(f"crashes {sum(self.crashes.values())}")
+        if self.gc_pauses:
+            parts.append(f"gc pauses ≥10 ms {self.gc_pauses} (max {self.gc_pause_max_s * 1000:.0f} ms)")
         return " | ".join(parts)
 
     async def report(self, interval_s: float = 2.0, out: TextIO = sys.stdout) -> None:

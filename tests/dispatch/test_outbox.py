@@ -143,3 +143,150 @@ def test_expired_unanswered_deliveries_become_missed_offline_or_expired(factory:
         assert (rows["on"].state, rows["on"].reason) == (DeliveryState.EXPIRED, EXPIRED_NO_ANSWER)
         assert rows["busy"].state == DeliveryState.FINISHED
         assert rows["busy"].broadcast.status != BroadcastStatus.ON_AIR  # all final: settled at once
+
+
+# resend storms: a backlogged recorder, caps, back-off, group topics -----------------------------------------
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _zone(factory: sessionmaker[Session], count: int, *, online: bool = True) -> list[str]:
+    ids = [f"z-{i:03d}" for i in range(count)]
+    with transaction(factory) as session:
+        session.add_all(Node(id=i, zone_id="z1", name=i, online=online) for i in ids)
+    return ids
+
+
+def test_nothing_is_resent_while_the_recorder_has_a_backlog(factory: sessionmaker[Session]) -> None:
+    """Issued deliveries look unanswered while their answers still wait in the recorder's queue: resends wait for it,
+    and for resend_s more (the batch being written is not in the queue); signals (reconnect) are kept meanwhile."""
+    clock = Clock()
+    mqtt = FakeMqtt()
+    _issue(factory)
+    queued = [5000]
+    outbox = Outbox(factory, mqtt, site=SITE, resend_s=5.0, backlog=lambda: queued[0], backlog_limit=100,  # type: ignore[arg-type]
+                    monotonic=clock)
+    outbox.on_connect()
+    report = outbox.tick()
+    assert (report.resent, report.grouped) == (0, 0) and mqtt.sent == []
+    queued[0] = 3
+    for _ in range(5):  # caught up at t = 1, held until t = 1 + resend_s
+        clock.now += 1
+        assert outbox.tick().resent == 0 and mqtt.sent == []
+    clock.now += 1
+    report = outbox.tick()
+    assert report.nodes == {"on", "off"}  # the kept reconnect signal: offline nodes too (their broker queue)
+    assert sorted(mqtt.topics()) == sorted([topics.cmd_node(SITE, "on"), topics.cmd_node(SITE, "off")])
+
+
+def test_resends_per_tick_are_capped_and_the_rest_follow(factory: sessionmaker[Session]) -> None:
+    """With 7 silent nodes and a cap of 3 per tick, every node still gets its resend, 3 at a time."""
+    nodes = _zone(factory, 7)
+    _issue(factory, states={n: DeliveryState.ISSUED for n in nodes})
+    mqtt = FakeMqtt()
+    outbox = Outbox(factory, mqtt, site=SITE, max_resends=3)  # type: ignore[arg-type]
+    reports = [outbox.tick() for _ in range(3)]
+    assert [r.resent for r in reports] == [3, 3, 1] and [r.held for r in reports] == [4, 1, 0]
+    assert sorted(mqtt.topics()) == sorted(topics.cmd_node(SITE, n) for n in nodes)
+
+
+def test_an_unanswered_node_is_asked_less_and_less_often(factory: sessionmaker[Session]) -> None:
+    """Each unanswered resend doubles the wait (5, 10, 20 s …, at most 8 × resend_s); an answer resets it."""
+    clock = Clock()
+    mqtt = FakeMqtt()
+    command_id = _issue(factory, states={"on": DeliveryState.ISSUED}, start_s=-30)
+    outbox = Outbox(factory, mqtt, site=SITE, resend_s=5.0, end_grace_s=0, monotonic=clock)  # type: ignore[arg-type]
+    sent_at = []
+    for _ in range(72):  # 72 s in 1 s ticks
+        if outbox.tick().resent:
+            sent_at.append(clock.now - 1000)
+        clock.now += 1
+    assert sent_at == [0, 10, 30, 70]
+    with transaction(factory) as session:  # it answers, but its final answer is lost: asked again after resend_s
+        session.query(Delivery).filter(Delivery.command_id == command_id).update({"state": DeliveryState.PLAYING})
+    clock.now = 1000 + 74
+    assert outbox.tick().resent == 0
+    clock.now = 1000 + 75
+    assert outbox.tick().resent == 1
+
+
+def test_many_missing_nodes_of_one_command_get_one_publish_on_its_topic(factory: sessionmaker[Session]) -> None:
+    """After a reconnect with 40 of 40 nodes of a zone command open, one publish on the zone topic replaces 40;
+    a command with only a few nodes missing is resent node by node."""
+    nodes = _zone(factory, 40)
+    _issue(factory, states={n: DeliveryState.ISSUED for n in nodes})
+    few = _issue(factory, states={n: DeliveryState.ISSUED if n in nodes[:2] else DeliveryState.FINISHED
+                                  for n in nodes})
+    mqtt = FakeMqtt()
+    outbox = Outbox(factory, mqtt, site=SITE, backlog=lambda: 0, group_min=20)  # type: ignore[arg-type]
+    report = outbox.tick()
+    assert report.grouped == 1 and report.resent == 2
+    assert mqtt.topics().count(topics.cmd_zone(SITE, "z1")) == 1
+    assert sorted(t for t, p in mqtt.sent if p["id"] == few) == sorted(topics.cmd_node(SITE, n) for n in nodes[:2])
+    assert outbox.tick().resent == 0 and len(mqtt.sent) == 3  # all of them count as sent: none is asked again at once
+
+
+def test_without_a_backlog_probe_there_are_no_group_resends(factory: sessionmaker[Session]) -> None:
+    """Without knowing whether the recorder is behind, a group resend could make a whole zone answer for nothing:
+    the outbox then resends node by node (capped)."""
+    nodes = _zone(factory, 30)
+    _issue(factory, states={n: DeliveryState.ISSUED for n in nodes})
+    mqtt = FakeMqtt()
+    report = Outbox(factory, mqtt, site=SITE, group_min=20, max_resends=10).tick()  # type: ignore[arg-type]
+    assert (report.grouped, report.resent, report.held) == (0, 10, 20)
+    assert topics.cmd_zone(SITE, "z1") not in mqtt.topics()
+
+
+def test_expiry_looks_back_one_window_after_a_full_sweep_at_start(factory: sessionmaker[Session]) -> None:
+    """The first tick closes everything ever left open; later ticks only look at commands expired within the
+    window (a year of history is not scanned every second). A restarted outbox sweeps again."""
+    mqtt = FakeMqtt()
+    outbox = Outbox(factory, mqtt, site=SITE, expire_window_s=3600)  # type: ignore[arg-type]
+    ancient = _issue(factory, valid_s=-7200, start_s=-7300, states={"on": DeliveryState.ISSUED})
+    assert outbox.tick().expired == 1
+    old = _issue(factory, valid_s=-7200, start_s=-7300, states={"on": DeliveryState.ISSUED})
+    recent = _issue(factory, valid_s=-60, start_s=-100, states={"on": DeliveryState.ISSUED})
+    assert outbox.tick().expired == 1
+
+    def state(command_id: str) -> str:
+        with factory() as session:
+            return session.query(Delivery).filter(Delivery.command_id == command_id).one().state
+
+    assert (state(ancient), state(old), state(recent)) == (DeliveryState.EXPIRED, DeliveryState.ISSUED,
+                                                            DeliveryState.EXPIRED)
+    assert Outbox(factory, mqtt, site=SITE).tick().expired == 1  # type: ignore[arg-type]
+    assert state(old) == DeliveryState.EXPIRED
+
+
+def test_a_node_ready_late_is_not_asked_again_before_its_own_playback_could_end(
+        factory: sessionmaker[Session]) -> None:
+    """start_at + duration has passed, but the node reported ready only later (slow download): it starts late, so
+    its final answer is not missing yet; it is asked once its own playback should have ended."""
+    mqtt = FakeMqtt()
+    command_id = _issue(factory, states={"on": DeliveryState.READY}, start_s=-20, duration_s=5)
+    with transaction(factory) as session:
+        session.query(Delivery).filter(Delivery.command_id == command_id).update(
+            {"ready_at": utcnow() - dt.timedelta(seconds=2)})
+    outbox = _outbox(factory, mqtt)  # end_grace_s = 1
+    assert outbox.tick().resent == 0
+    with transaction(factory) as session:
+        session.query(Delivery).filter(Delivery.command_id == command_id).update(
+            {"ready_at": utcnow() - dt.timedelta(seconds=7)})
+    assert outbox.tick().nodes == {"on"}
+
+
+def test_a_long_lead_delays_the_first_resend_to_halfway(factory: sessionmaker[Session]) -> None:
+    """A fan-out given a 60 s lead (thousands of nodes to fetch) gets thousands of answers back as slowly: an
+    unanswered node is first asked again halfway to start_at, not after 5 s; it then still has 30 s to fetch."""
+    mqtt = FakeMqtt()
+    early = _issue(factory, published_s_ago=10, start_s=50, states={"on": DeliveryState.ISSUED})
+    halfway = _issue(factory, published_s_ago=31, start_s=29, states={"on": DeliveryState.ISSUED})
+    report = _outbox(factory, mqtt).tick()
+    assert report.resent == 1 and [p["id"] for _, p in mqtt.sent] == [halfway]
+    assert early != halfway
