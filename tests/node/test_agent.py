@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -308,12 +307,13 @@ def test_heartbeats_and_agent_open_are_idempotent(broker: Mosquitto, server: Fak
         async with AudioServer().client() as http:
             agent = NodeAgent(node_config(broker.url, tmp_path, volume=55), SimulatedPlayer(), http)
             task = asyncio.create_task(agent.run())
-            began = time.monotonic()
             await server.until(lambda: len(server.heartbeats) >= 3, what="three heartbeats")
-            elapsed = time.monotonic() - began
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        assert elapsed < 3.5
+        beats = server.heartbeats[:3]
+        # Periodic, not a burst: the node's own timestamps are at least one period (0.5 s) apart after the first.
+        assert (beats[2].at - beats[1].at).total_seconds() >= 0.45
+        assert beats[0].uptime_s < beats[1].uptime_s < beats[2].uptime_s
         assert {h.volume for h in server.heartbeats} == {55}
         assert all(h.session == agent.session for h in server.heartbeats)
         assert isinstance(server.states[0], NodeState)
