@@ -139,7 +139,8 @@ class Service:
         self.clock.publish = lambda topic, payload: mqtt.publish(topic, payload, qos=0)
         outbox = Outbox(self.factory, mqtt, site=s.site_id, resend_s=float(getattr(s, "outbox_resend_s", 5.0)),
                         tick_s=float(getattr(s, "outbox_tick_s", 1.0)), settle_timeout_s=s.broadcast_timeout_s,
-                        housekeeping=[lambda: flag_silent(self.factory, float(getattr(s, "node_silent_after_s", 90.0)))])
+                        housekeeping=[lambda: flag_silent(self.factory, float(getattr(s, "node_silent_after_s", 90.0)))],
+                        backlog=self.recorder.queue.qsize)  # no resends while node answers wait to be recorded
         mqtt.add_on_connect(outbox.on_connect)
         self.recorder.on_node_online = outbox.node_online
         return outbox

@@ -7,7 +7,7 @@
   1. publishes commands stored but never published (the service died between the two);
   2. resends a command on ``cmd/node/<node>`` to each node whose delivery is still open:
      ``issued`` (never answered) after ``resend_s``; answered but not final once the audio should
-     have ended (counted from the node's own ready/started instant if later); and at once to every open
+     have ended (on that node: see ``_expected_end``); and at once to every open
      delivery after a reconnect or when that node comes back online. The node deduplicates on the command
      id and answers a repeat with its latest event, so a resend can never make anything play twice; it only
      recovers lost commands and lost answers;
@@ -77,17 +77,28 @@ def payload_bytes(command: Command) -> bytes:
     return json.dumps(command.payload, ensure_ascii=False).encode()
 
 
-def _expected_end(payload: dict[str, object], began: dt.datetime | None = None) -> dt.datetime | None:
-    """When the audio (or relay) of a command should be over, from its stored payload: ``duration_s`` after
-    ``start_at``, or after ``began`` (when the node reported it ready or started) if that is later: a node that
-    was ready late starts late, and is not silent for that."""
-    start = payload.get("start_at")
-    media = payload.get("audio") or payload.get("stream")
-    if not isinstance(start, str) or not isinstance(media, dict):
+def _instant(value: object) -> dt.datetime | None:
+    if not isinstance(value, str):
         return None
     try:
-        base = dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
-        return max(base, began or base) + dt.timedelta(seconds=float(media.get("duration_s", 0)))
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _expected_end(payload: dict[str, object], began: dt.datetime | None = None,
+                  received: dt.datetime | None = None) -> dt.datetime | None:
+    """When the audio (or relay) of a command should be over on a node, from its stored payload: ``duration_s``
+    after ``start_at``, or after the node's own start if later. A node that reported ready or started late
+    (``began``) starts late; one that only said ``received`` may take the whole lead to fetch from then on."""
+    start, issued = _instant(payload.get("start_at")), _instant(payload.get("issued_at"))
+    media = payload.get("audio") or payload.get("stream")
+    if start is None or not isinstance(media, dict):
+        return None
+    if began is None and received is not None and issued is not None:
+        began = received + (start - issued)
+    try:
+        return max(start, began or start) + dt.timedelta(seconds=float(media.get("duration_s", 0)))
     except (TypeError, ValueError):
         return None
 
@@ -100,13 +111,8 @@ def _half_lead_s(payload: dict[str, object], published: dt.datetime) -> float:
     for 5 s of a 58 s lead is almost always one whose answer is on its way. Halfway, a node that really lost the
     command still has half the lead to fetch the audio after the resend.
     """
-    start = payload.get("start_at")
-    if not isinstance(start, str):
-        return 0.0
-    try:
-        return max(0.0, (dt.datetime.fromisoformat(start.replace("Z", "+00:00")) - published).total_seconds() / 2)
-    except ValueError:
-        return 0.0
+    start = _instant(payload.get("start_at"))
+    return 0.0 if start is None else max(0.0, (start - published).total_seconds() / 2)
 
 
 def publish_command(factory: sessionmaker[Session], mqtt: MqttClient, command: Command) -> None:
@@ -276,7 +282,7 @@ class Outbox:
                 Command.valid_until > now, Command.published_at.is_not(None)))}
             rows = session.execute(
                 select(Delivery.command_id, Delivery.node_id, Delivery.state, Node.online,
-                       func.coalesce(Delivery.started_at, Delivery.ready_at))
+                       func.coalesce(Delivery.started_at, Delivery.ready_at), Delivery.received_at)
                 .join(Node, Node.id == Delivery.node_id)
                 .where(Delivery.command_id.in_(commands), Delivery.state.in_(OPEN_STATES))
             ).all() if commands else []
@@ -291,7 +297,7 @@ class Outbox:
         if back:
             self._forced.update(k for k in states if k[1] in back)
         due: list[tuple[float, Key]] = []  # (how long overdue, key)
-        for command_id, node_id, state, online, began in rows:
+        for command_id, node_id, state, online, began, received in rows:
             command = commands[command_id]
             key = (command_id, node_id)
             sent = self._sent.get(key)
@@ -312,7 +318,7 @@ class Outbox:
             if waited < interval:
                 continue
             if state != DeliveryState.ISSUED:  # answered, not final: its final answer may have been lost
-                end = _expected_end(command.payload, began)
+                end = _expected_end(command.payload, began, received)
                 if end is None or now <= end + dt.timedelta(seconds=self.end_grace_s):
                     continue
             due.append((waited - interval, key))

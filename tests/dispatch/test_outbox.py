@@ -290,3 +290,21 @@ def test_a_long_lead_delays_the_first_resend_to_halfway(factory: sessionmaker[Se
     report = _outbox(factory, mqtt).tick()
     assert report.resent == 1 and [p["id"] for _, p in mqtt.sent] == [halfway]
     assert early != halfway
+
+
+def test_a_node_still_fetching_may_take_the_whole_lead_from_its_receipt(factory: sessionmaker[Session]) -> None:
+    """It said received late (the broker or the service was busy): it may still be fetching for a whole lead after
+    that, so it is not asked again before that fetch and its playback could be over."""
+    mqtt = FakeMqtt()
+    command_id = _issue(factory, states={"on": DeliveryState.RECEIVED}, start_s=-20, duration_s=5)  # lead 20 s
+    with transaction(factory) as session:
+        row = session.get_one(Command, command_id)
+        row.payload = {**row.payload, "issued_at": (utcnow() - dt.timedelta(seconds=40)).isoformat()}
+        session.query(Delivery).filter(Delivery.command_id == command_id).update(
+            {"received_at": utcnow() - dt.timedelta(seconds=10)})  # + 20 s lead + 5 s audio: over in 15 s
+    outbox = _outbox(factory, mqtt)
+    assert outbox.tick().resent == 0
+    with transaction(factory) as session:
+        session.query(Delivery).filter(Delivery.command_id == command_id).update(
+            {"received_at": utcnow() - dt.timedelta(seconds=30)})
+    assert outbox.tick().nodes == {"on"}
