@@ -86,6 +86,10 @@ class SlotRunner:
                                args=(self.factory, self.settings.broadcast_timeout_s), replace_existing=True)
 
     def stop(self) -> None:
+        # Pause, then let a pass of the timing thread in progress finish (get_jobs waits for its lock): a pass
+        # that sees the scheduler already stopped fails to drop a just-fired one-off job (APScheduler 3 race).
+        self.scheduler.pause()
+        self.scheduler.get_jobs()
         self.scheduler.shutdown(wait=False)
         self._pool.join()  # fires and syncs in flight finish (their add_job calls are then ignored)
 

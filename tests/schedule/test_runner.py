@@ -101,7 +101,9 @@ def test_stop_while_a_job_uses_the_scheduler_does_not_deadlock(runner: SlotRunne
         release.wait(10)
         runner.scheduler.get_jobs()
 
-    runner.scheduler.add_job(busy_job, id="busy")
+    # An interval job (run now, then hourly): APScheduler's loop only updates it after submitting, whereas
+    # removing a finished one-off job races with the shutdown in APScheduler itself.
+    runner.scheduler.add_job(busy_job, "interval", hours=1, next_run_time=dt.datetime.now(dt.UTC), id="busy")
     assert inside.wait(10)
     stopper = threading.Thread(target=runner.stop)
     stopper.start()
