@@ -31,11 +31,24 @@ class LocalTimeFormatter(logging.Formatter):
         return dt.datetime.fromtimestamp(record.created, self.tz).strftime("%H:%M:%S")
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now, not the one at set-up: `main()` is also called in-process (tests,
+    embedding), and a handler bound to a stream that was later closed turns every log line into an error."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def setup_logging(verbose: bool, tz: dt.tzinfo) -> None:
-    handler = logging.StreamHandler()
+    handler = _CurrentStderr()
     handler.setFormatter(LocalTimeFormatter(tz))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
-    for noisy in ("amqtt", "transitions", "apscheduler", "httpx", "uvicorn.access", "alembic"):
+    for noisy in ("amqtt", "transitions", "apscheduler", "httpx", "uvicorn.access", "alembic", "fontTools"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -65,9 +78,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     programme = args.programme or (DEMO_PROGRAMME if args.demo else None)
     service = Service(settings, programme=programme, simulate=args.simulate or args.demo, demo=args.demo)
-    app = create_app(service)
-    print(f"Đài truyền thanh: http://{settings.http_host}:{settings.http_port}  (Ctrl+C để dừng)")
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning")
+    # Started here, not in the web app's lifespan: a broker that is down, a port in use or a bad programme
+    # file is then one clear line (main() prints it), not a traceback from inside the web server.
+    service.start()
+    try:
+        app = create_app(service, manage=False)
+        print(f"Đài truyền thanh: http://{settings.http_host}:{settings.http_port}  (Ctrl+C để dừng)")
+        uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning")
+    finally:
+        service.stop()
     return 0
 
 
@@ -159,7 +178,7 @@ def _factory(settings: Settings):  # type: ignore[no-untyped-def]
 def cmd_schedule_load(args: argparse.Namespace, settings: Settings) -> int:
     from radio.schedule.loader import load_programme
 
-    report = load_programme(args.file, _factory(settings), settings=settings)
+    report = load_programme(args.file, _factory(settings), settings=settings, timezone=settings.timezone)
     print(f"Đã nạp {args.file}: {report}")
     return 0
 
@@ -184,7 +203,7 @@ def cmd_schedule_preview(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         print("Không có lượt phát nào trong khoảng thời gian này.")
     for row in rows:
-        zones = ", ".join(row.zone_ids) or "toàn phường"
+        zones = ", ".join([*row.zone_ids, *(f"nhóm {g}" for g in row.group_ids)]) or "toàn phường"
         print(f"{row.at.astimezone(settings.tz):%d/%m/%Y %H:%M}  {row.slot_name}  [{zones}]  "
               f"{', '.join(row.bulletins)}")
     return 0
@@ -271,7 +290,16 @@ def cmd_tts_say(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if open_line:
             print(file=sys.stderr)
-    shutil.copyfile(audio.path, args.output)
+    fmt = args.output.suffix.lower().lstrip(".") or "mp3"
+    if fmt == "mp3":
+        shutil.copyfile(audio.path, args.output)  # byte for byte what airs
+    elif fmt in ("wav", "ogg"):
+        from radio.sound.ffmpeg import run_ffmpeg
+
+        codec = ["-c:a", "libvorbis"] if fmt == "ogg" else []
+        run_ffmpeg(["-y", "-i", str(audio.path), *codec, "-f", fmt, str(args.output)])
+    else:
+        raise ValueError(f"không ghi được định dạng .{fmt}; chọn tệp .mp3, .wav hoặc .ogg")
     note = f"; dự phòng: {audio.fallback_reason}" if audio.fallback_reason else ""
     cached = ", từ bộ nhớ đệm" if audio.cached else ""
     print(f"{args.output}: {audio.duration_s:.1f} giây, {audio.engine}{cached}{note}")
@@ -299,6 +327,17 @@ def _cli_period(args: argparse.Namespace, settings: Settings, required: bool = F
     return Period.parse(first, last, settings.tz)
 
 
+def _check_known(session, *, zone: str | None = None, segment: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    """A filter naming a TDP or segment that does not exist is a typo, not "nothing aired there"."""
+    from radio.errors import NotFound
+    from radio.models import Segment, Zone
+
+    if zone is not None and session.get(Zone, zone) is None:
+        raise NotFound("zone", zone)
+    if segment is not None and session.get(Segment, segment) is None:
+        raise NotFound("segment", segment)
+
+
 def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -313,6 +352,7 @@ def cmd_log(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError(f"--page phải từ 1, --limit từ 1 đến {asrun.MAX_LIMIT}")
     tz = settings.tz
     with _factory(settings)() as session:
+        _check_known(session, zone=args.zone, segment=args.segment)
         page = asrun.query(session, period=_cli_period(args, settings), zone=args.zone, segment=args.segment,
                            priority=args.priority, outcome=args.outcome, limit=args.limit,
                            offset=(args.page - 1) * args.limit)
@@ -405,6 +445,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
     period = _cli_period(args, settings, required=True)
     with _factory(settings)() as session:
+        _check_known(session, zone=args.zone, segment=args.segment)
         result = asrun.reconcile(session, period, grace_s=settings.misfire_grace_s, zone=args.zone,
                                  segment=args.segment)
     if not result.rows:
@@ -564,7 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                    metavar="LỆNH")
     p = tts.add_parser("say", help="tạo đúng âm thanh sẽ phát (MP3)")
     p.add_argument("text", help="văn bản cần đọc; '-' để đọc từ đầu vào chuẩn")
-    p.add_argument("-o", "--output", type=Path, required=True, help="tệp MP3 ra")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="tệp ra: .mp3 (đúng tệp sẽ phát), .wav hoặc .ogg (chuyển từ tệp đó)")
     p.add_argument("--engine", choices=["espeak", "gtts", "piper"], help="bộ đọc (mặc định: của đài)")
     p.add_argument("--voice", help="giọng, ví dụ vi, vi-vn-x-central, vi-vn-x-south (espeak)")
     p.add_argument("--rate", type=int, help="tốc độ đọc, từ/phút (80–450)")
@@ -631,12 +673,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pydantic_settings import SettingsError
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
     try:
         settings = load_settings()
     except ValidationError as exc:
         for err in exc.errors():
             field = "RADIO_" + "_".join(str(p) for p in err["loc"]).upper()
             print(f"Lỗi cấu hình {field}: {err['msg']}", file=sys.stderr)
+        return 2
+    except SettingsError as exc:  # a RADIO_* variable that must be JSON (e.g. RADIO_CAP_ZONE_MAP) and is not
+        print(f"Lỗi cấu hình: {exc}", file=sys.stderr)
         return 2
     setup_logging(args.verbose, settings.tz)
     try:
@@ -645,6 +693,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RadioError, ValueError, OSError) as exc:
         print(f"Lỗi: {exc}", file=sys.stderr)
         return 2
+    except (OperationalError, ArgumentError) as exc:  # a database that is down, or a URL that is not one
+        reason = getattr(exc, "orig", None) or exc
+        print(f"Lỗi: không dùng được cơ sở dữ liệu {_safe_url(settings.db_url)} "
+              f"(RADIO_DATABASE_URL): {str(reason).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password, fit to print."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)
 
 
 if __name__ == "__main__":

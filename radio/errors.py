@@ -17,10 +17,16 @@ class RadioError(Exception):
     """Base class; ``str(exc)`` is a complete message for the user."""
 
 
+# What each kind of thing is called in the messages officers read.
+KIND_VI = {"audio": "bản thu", "bulletin": "bản tin", "slot": "khung giờ", "broadcast": "lượt phát",
+           "zone": "tổ dân phố", "node": "cụm loa", "user": "người dùng", "segment": "chuyên mục",
+           "group": "nhóm loa", "lexicon entry": "mục từ điển phát âm", "token": "mã truy cập", "static file": "tệp"}
+
+
 class NotFound(RadioError):
     def __init__(self, kind: str, ident: object) -> None:
         self.kind, self.ident = kind, ident
-        super().__init__(f"{kind} {ident!r} not found")
+        super().__init__(f"không tìm thấy {KIND_VI.get(kind, kind)} «{ident}»")
 
 
 class Conflict(RadioError):

@@ -87,3 +87,65 @@ def test_a_changing_load_is_audited_and_the_chain_verifies(capsys: pytest.Captur
     assert main(["audit", "log"]) == 0
     assert capsys.readouterr().out.count("programme.loaded") == 1
     assert main(["audit", "verify"]) == 0
+
+
+def test_serve_with_the_broker_down_is_one_clear_line(tmp_path: Path) -> None:
+    """`radio serve` against a broker that is not there exits 2 with one Vietnamese line, not a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    env = {**os.environ, "RADIO_DATA_DIR": str(tmp_path / "serve"), "RADIO_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}",
+           "RADIO_HTTP_PORT": str(free_port()), "RADIO_MQTT_CONNECT_TIMEOUT_S": "3"}
+    env.pop("RADIO_DATABASE_URL", None)
+    done = subprocess.run([sys.executable, "-m", "radio.cli", "serve"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "không kết nối được broker MQTT" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_unknown_zone_or_segment_in_a_filter_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped TDP in a filter is an error naming it, not an empty result that looks like "nothing aired"."""
+    assert main(["schedule", "load", str(DEMO)]) == 0
+    capsys.readouterr()
+    for argv in (["log", "--zone", "tdp-99"], ["schedule", "preview", "--zone", "tdp-99"],
+                 ["reconcile", "--from", "2024-01-01", "--to", "2024-01-31", "--zone", "tdp-99"]):
+        assert main(argv) == 2, argv
+        assert "không tìm thấy tổ dân phố «tdp-99»" in capsys.readouterr().err
+    assert main(["log", "--segment", "khong-co"]) == 2
+    assert "không tìm thấy chuyên mục «khong-co»" in capsys.readouterr().err
+
+
+def test_unusable_database_url_is_named_without_its_password(monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A database that is down, or a URL that is not one, exits 2 naming the variable; the password is hidden."""
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("RADIO_DATABASE_URL", f"postgresql+psycopg://ward:s3cret@127.0.0.1:{free_port()}/radio")
+    assert main(["log"]) == 2
+    err = capsys.readouterr().err
+    assert "RADIO_DATABASE_URL" in err and "s3cret" not in err and "Traceback" not in err
+    monkeypatch.setenv("RADIO_DATABASE_URL", "not a url")
+    assert main(["log"]) == 2
+    assert "RADIO_DATABASE_URL" in capsys.readouterr().err
+
+
+def test_setting_that_is_not_json_is_named(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """RADIO_CAP_ZONE_MAP must be JSON: anything else exits 2 naming the field."""
+    monkeypatch.setenv("RADIO_CAP_ZONE_MAP", "notjson")
+    assert main(["log"]) == 2
+    assert "cap_zone_map" in capsys.readouterr().err
+
+
+def test_tts_say_writes_wav_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`-o x.wav` writes a real WAV of the same audio; an unknown extension is refused and nothing is written."""
+    wav = tmp_path / "loa.wav"
+    assert main(["tts", "say", "Thông báo lịch tiêm chủng.", "-o", str(wav)]) == 0
+    seconds = float(capsys.readouterr().out.split(":")[1].split("giây")[0].strip())
+    assert wav.read_bytes()[:4] == b"RIFF"
+    assert probe_duration(wav) == pytest.approx(seconds, abs=0.1)
+    assert main(["tts", "say", "Thông báo.", "-o", str(tmp_path / "x.flac")]) == 2
+    assert ".flac" in capsys.readouterr().err and not (tmp_path / "x.flac").exists()

@@ -74,13 +74,13 @@ class EmbeddedBroker:
     def start(self, timeout_s: float = 10.0) -> None:
         if _port_in_use(self.host, self.port):
             raise ServiceUnavailable(
-                f"cannot start the embedded MQTT broker: {self.host}:{self.port} is already in use "
-                "(set RADIO_EMBEDDED_MQTT_PORT, or RADIO_MQTT_URL to use that broker)"
+                f"không khởi động được broker MQTT tích hợp: cổng {self.host}:{self.port} đang bị dùng "
+                "(đặt RADIO_EMBEDDED_MQTT_PORT, hoặc RADIO_MQTT_URL để dùng broker đó)"
             )
         self._thread = threading.Thread(target=self._run, name="embedded-mqtt", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout_s) or self._error is not None:
-            raise ServiceUnavailable(f"the embedded MQTT broker did not start: {self._error}")
+            raise ServiceUnavailable(f"broker MQTT tích hợp không khởi động được: {self._error}")
         log.info("embedded MQTT broker listening on %s%s", self.url, " (secure: accounts and ACL enforced)"
                  if self.secure else "")
 

@@ -104,7 +104,7 @@ def tls_context(address: BrokerAddress) -> ssl.SSLContext | None:
         if address.cert_file:
             context.load_cert_chain(address.cert_file, address.key_file)
     except (OSError, ssl.SSLError) as exc:
-        raise ServiceUnavailable(f"cannot load the TLS files for the MQTT broker at {address}: {exc}") from None
+        raise ServiceUnavailable(f"không đọc được các tệp TLS cho broker MQTT {address}: {exc}") from None
     return context
 
 
@@ -160,18 +160,18 @@ class MqttClient:
         try:
             self._client.connect(self.address.host, self.address.port, keepalive=30)
         except OSError as exc:
-            raise ServiceUnavailable(f"cannot reach the MQTT broker at {self.address}: {exc}") from None
+            raise ServiceUnavailable(f"không kết nối được broker MQTT {self.address}: {exc}") from None
         _prefer_io_threads()
         self._client.loop_start()
         if not self._connected.wait(timeout_s):
             self.close()
-            raise ServiceUnavailable(f"the MQTT broker at {self.address} did not accept us within {timeout_s:g} s")
+            raise ServiceUnavailable(f"broker MQTT {self.address} không chấp nhận kết nối trong {timeout_s:g} giây")
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> paho.MQTTMessageInfo:
         """Queue a publish; paho resends QoS 1 after a reconnect. Returns the handle to wait on."""
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
-            raise ServiceUnavailable(f"publish to {topic} failed: {paho.error_string(info.rc)}")
+            raise ServiceUnavailable(f"không gửi được tới {topic}: {paho.error_string(info.rc)}")
         return info
 
     def close(self) -> None:

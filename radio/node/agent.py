@@ -168,6 +168,7 @@ class NodeAgent:
         self._evt_topic = topics.event(cfg.site, cfg.node_id)
         self._state_topic = topics.state(cfg.site, cfg.node_id)
         self._reply_topic = topics.clock_reply(cfg.site, cfg.node_id)
+        self._inbox = frozenset(topics.node_inbox(cfg.site, cfg.zone_id, cfg.node_id))
 
     # lifecycle -----------------------------------------------------------------------------------
     def open(self) -> None:
@@ -261,7 +262,7 @@ class NodeAgent:
             client._disconnected.add_done_callback(lambda f: f.cancelled() or f.exception())  # noqa: SLF001
             background: list[asyncio.Task[Any]] = []
             try:
-                await client.subscribe([(t, 1) for t in topics.node_inbox(cfg.site, cfg.zone_id, cfg.node_id)])
+                await client.subscribe([(t, 1) for t in sorted(self._inbox)])
                 await self._publish_state(online=True)
                 self.connected.set()
                 backlog, self._backlog = self._backlog, []
@@ -300,6 +301,11 @@ class NodeAgent:
     def _dispatch(self, topic: str, payload: bytes, t_local: float) -> None:
         if topic == self._reply_topic:
             self._on_clock_reply(payload, t_local)
+            return
+        if topic not in self._inbox:
+            # Only what it subscribed to: the embedded broker (amqtt 0.12) also hands a reconnecting
+            # persistent session the retained state of every node, which is not a command at all.
+            log.debug("node %s: ignored a message on %s (not one of its topics)", self.config.node_id, topic)
             return
         if self.faults.drop_incoming():
             log.debug("node %s: fault injection dropped an incoming command", self.config.node_id)

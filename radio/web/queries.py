@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from sqlalchemy import ColumnElement, String, cast, select
 from sqlalchemy.orm import Session, selectinload
 
+from radio.errors import NotFound
 from radio.models import Broadcast, ItemKind, Node, NodeGroupMember, Slot, SlotGroupTarget, SlotItem, SlotTarget, Zone
 from radio.schedule.recurrence import SlotRule, occurrences
 from radio.web.schemas import OccurrenceOut, SlotOut
@@ -69,10 +70,12 @@ def upcoming(session: Session, tz: dt.tzinfo, start: dt.datetime, days: int,
     The slots are read as plain rows, not ORM objects, and each rule's expansion is memoised under the
     rule's stored text: an edited slot is a new key, so every change shows at once, in every process.
     """
+    if zone is not None and session.get(Zone, zone) is None:
+        raise NotFound("zone", zone)
     end = start + dt.timedelta(days=days)
     first, last = start.astimezone(tz).date(), end.astimezone(tz).date()
     zones_of = _pairs(session, SlotTarget.__table__.c.slot_id, SlotTarget.__table__.c.zone_id)
-    groups_of = _pairs(session, SlotGroupTarget.__table__.c.slot_id, SlotGroupTarget.__table__.c.group_id) if zone else {}
+    groups_of = _pairs(session, SlotGroupTarget.__table__.c.slot_id, SlotGroupTarget.__table__.c.group_id)
     group_zones = _group_zones(session) if zone else {}
     rules = select(_SLOT.id, _SLOT.name, *_RULE_TEXTS).where(_SLOT.enabled.is_(True))
     due: list[tuple[str, str, list[dt.datetime]]] = []
@@ -85,7 +88,8 @@ def upcoming(session: Session, tz: dt.tzinfo, start: dt.datetime, days: int,
     playlists = _playlists(session, {slot_id for slot_id, _, _ in due})
     result = [
         OccurrenceOut(slot_id=slot_id, slot_name=name, at=at, local_time=at.astimezone(tz).strftime("%a %d/%m %H:%M"),
-                      zone_ids=sorted(zones_of.get(slot_id, ())), bulletins=playlists.get(slot_id, []))
+                      zone_ids=sorted(zones_of.get(slot_id, ())), group_ids=sorted(groups_of.get(slot_id, ())),
+                      bulletins=playlists.get(slot_id, []))
         for slot_id, name, ats in due for at in ats
     ]
     result.sort(key=lambda o: (o.at, o.slot_id))

@@ -56,6 +56,7 @@ class OccurrenceOut(BaseModel):
     at: dt.datetime
     local_time: str
     zone_ids: list[str]
+    group_ids: list[str] = []  # named groups of nodes it targets; no zones and no groups = the whole ward
     bulletins: list[str]
 
 

@@ -149,6 +149,34 @@ def test_compose_preview_approve_schedule_and_conflict(ui: Console) -> None:
         assert session.scalar(select(func.count()).select_from(Slot).where(Slot.name == "Họp tổ dân phố số 1")) == 0
 
 
+def test_upload_a_recording_then_the_leader_returns_it_with_a_comment(ui: Console, tmp_path: Path) -> None:
+    """A bulletin made from an uploaded file goes to the leader, who returns it with a comment the officer sees."""
+    from radio.sound.pipeline import write_chime_file
+
+    clip = write_chime_file(tmp_path / "thong-bao.wav")
+    officer = ui.page("officer")
+    officer.goto("/ban-tin/moi")
+    officer.get_by_label("Tiêu đề").fill("Thông báo họp tổ dân phố (bản thu)")
+    officer.locator("input[type=file][name=audio]").set_input_files(str(clip))
+    officer.get_by_role("button", name="Lưu và gửi duyệt").click()
+    expect(officer.get_by_role("status").first).to_contain_text("gửi lãnh đạo phê duyệt")
+    bulletin_id = officer.url.rsplit("/", 1)[1]
+    with ui.service.factory() as session:
+        row = session.get_one(Bulletin, bulletin_id)
+        assert row.status == "submitted" and row.audio_sha256 and not row.text
+
+    leader = ui.page("approver")
+    leader.goto("/ban-tin")
+    leader.locator(f"#bt-{bulletin_id}").get_by_role("link", name="Xem và trả lại").click()
+    leader.get_by_label("Lý do trả lại").fill("Ghi rõ giờ họp và địa điểm ở đầu bản thu.")
+    leader.get_by_role("button", name="Trả lại cho cán bộ sửa").click()
+    expect(leader.get_by_role("status").first).to_contain_text("Đã trả lại bản tin")
+
+    officer.goto(f"/ban-tin/{bulletin_id}")
+    expect(officer.get_by_role("note")).to_contain_text("Lãnh đạo trả lại: Ghi rõ giờ họp và địa điểm")
+    expect(officer.locator(".page-head .pill")).to_have_text("bản nháp")
+
+
 def test_emergency_confirmed_twice_and_followed_live(ui: Console) -> None:
     """The leader types an emergency for the whole ward, confirms twice, and watches every cluster finish."""
     page = ui.page("approver")

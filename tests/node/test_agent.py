@@ -336,3 +336,38 @@ def test_events_and_states_stay_valid_on_the_wire(broker: Mosquitto, server: Fak
         assert EventType.FINISHED in {e.event for e in server.events}
 
     asyncio.run(scenario())
+
+
+def test_other_nodes_retained_state_is_not_taken_for_a_command(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """On the embedded broker (amqtt hands a new session every retained message, matching or not) a node acts
+    only on its own topics: another node's retained state is neither a command nor a warning."""
+    from radio.dispatch.broker import EmbeddedBroker
+    from radio.dispatch.mqtt import BrokerAddress, MqttClient
+
+    embedded = EmbeddedBroker("127.0.0.1", free_port())
+    embedded.start()
+    fake = FakeServer(embedded.url)
+    fake.start()
+    other = MqttClient(BrokerAddress.parse(embedded.url), "loa-khac")
+    other.connect(10)
+    other.publish(topics.state(SITE, "loa-khac"), NodeState(node="loa-khac", online=True, session=1).dumps(),
+                  retain=True).wait_for_publish(5)
+
+    async def scenario() -> None:
+        audio = AudioServer()
+        async with audio.client() as http:
+            node = start_agent(node_config(embedded.url, tmp_path), http, SimulatedPlayer())
+            await node.agent.clock.synced.wait()
+            cmd = command(lead_s=0.6, duration_s=0.2)
+            fake.send(cmd)
+            await fake.until(lambda: "finished" in fake.steps(cmd.id), what="finished")
+            await node.stop()
+
+    try:
+        with caplog.at_level("WARNING", logger="radio.node"):
+            asyncio.run(scenario())
+    finally:
+        other.close()
+        fake.close()
+        embedded.stop()
+    assert not [r for r in caplog.records if "bad command" in r.getMessage()]

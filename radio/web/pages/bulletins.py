@@ -40,13 +40,16 @@ from radio.web.pages.common import (
 
 router = page_router()
 ENGINE_VI = {"espeak": "espeak (ngoại tuyến)", "gtts": "Google (cần Internet)", "piper": "Piper (ngoại tuyến)"}
+# Voice ids are the engines' own; officers choose by accent. Unknown ids (a Piper model's name) show as they are.
+VOICE_VI = {"vi": "Giọng miền Bắc", "vi-vn-x-central": "Giọng miền Trung", "vi-vn-x-south": "Giọng miền Nam",
+            "default": "Giọng của mô hình"}
 
 
 def _choices(session: Session, settings: Settings) -> dict[str, Any]:
     engines = speech_api.list_engines(settings)
     return {
         "segments": list(session.scalars(select(Segment).order_by(Segment.name))),
-        "engines": engines, "engine_vi": ENGINE_VI,
+        "engines": engines, "engine_vi": ENGINE_VI, "voice_vi": VOICE_VI,
     }
 
 

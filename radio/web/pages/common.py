@@ -339,14 +339,11 @@ def validation_text(errors: Iterable[Any]) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
-NOT_FOUND_VI = {"audio": "bản thu", "bulletin": "bản tin", "slot": "khung giờ", "broadcast": "lượt phát",
-                "zone": "tổ dân phố", "node": "cụm loa", "user": "người dùng"}
-
-
 def say(exc: RadioError) -> str:
     """An error as a sentence for the officer (field names and "not found" in Vietnamese)."""
     if isinstance(exc, NotFound):
-        return f"Không tìm thấy {NOT_FOUND_VI.get(exc.kind, exc.kind)} «{exc.ident}»."
+        text = str(exc)
+        return f"{text[:1].upper()}{text[1:]}."
     if isinstance(exc, InvalidInput) and exc.where and not getattr(exc, "problems", None):
         field = FIELD_VI.get(exc.where.split(".")[0].split("[")[0])
         return f"{field}: {exc.detail}" if field else exc.detail
