@@ -77,49 +77,82 @@ _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
 )
 
 
-def _locate_espeak() -> tuple[str, bytes | None]:
-    """Library path and data path: the espeakng-loader wheel first, else a system libespeak-ng."""
+def _espeak_candidates() -> list[tuple[str, str, bytes | None]]:
+    """Where espeak-ng can be loaded from, best first: ``(source, library path, data path)``.
+
+    The system libespeak-ng (``apt install espeak-ng``) comes first when it exists: it is the one the
+    site's administrator installed and updates, and it knows its own data directory. The
+    espeakng-loader wheel, which bundles a library and its data, is the fallback.
+    """
+    candidates: list[tuple[str, str, bytes | None]] = []
+    system = ctypes.util.find_library("espeak-ng")
+    if system is not None:
+        candidates.append(("system", system, None))
     try:
         import espeakng_loader
 
         lib, data = espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
         if Path(lib).exists():
-            return lib, data.encode()
+            candidates.append(("wheel", lib, data.encode()))
     except (ImportError, RuntimeError) as exc:
         log.debug("espeakng-loader unusable: %s", exc)
-    system = ctypes.util.find_library("espeak-ng")
-    if system is None:
+    return candidates
+
+
+def _locate_espeak() -> tuple[str, bytes | None]:
+    """Library path and data path: the system libespeak-ng when present, else the espeakng-loader wheel."""
+    candidates = _espeak_candidates()
+    if not candidates:
         raise EngineUnavailableError(
-            "espeak-ng not found: install the espeakng-loader package or the system libespeak-ng"
+            "không tìm thấy espeak-ng: hãy cài espeak-ng của hệ thống (apt install espeak-ng) "
+            "hoặc gói espeakng-loader"
         )
-    return system, None  # the system library knows its own data directory
+    _, path, data = candidates[0]
+    return path, data
+
+
+def _load_espeak(path: str, data: bytes | None) -> tuple[ctypes.CDLL, int]:
+    """Load and initialise one espeak-ng library; returns it with its sample rate."""
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as exc:
+        raise EngineUnavailableError(f"không nạp được espeak-ng từ {path}: {exc}") from exc
+    lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
+    lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+    lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                 ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+    rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data, _INITIALIZE_DONT_EXIT)
+    if rate <= 0:
+        raise EngineUnavailableError(f"espeak-ng không khởi động được (thư mục dữ liệu {data!r})")
+    return lib, int(rate)
 
 
 class _Espeak:
     """The process-global espeak-ng instance; every method must be called with ``_ESPEAK_LOCK`` held."""
 
     def __init__(self) -> None:
-        path, data = _locate_espeak()
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError as exc:
-            raise EngineUnavailableError(f"cannot load espeak-ng from {path}: {exc}") from exc
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                     ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data, _INITIALIZE_DONT_EXIT)
-        if rate <= 0:
-            raise EngineUnavailableError(f"espeak-ng failed to initialise (data path {data!r})")
-        self.lib = lib
-        self.sample_rate = int(rate)
+        candidates = _espeak_candidates()
+        if not candidates:
+            _locate_espeak()  # raises the "not found" error
+        failures: list[str] = []
+        for source, path, data in candidates:
+            try:
+                lib, rate = _load_espeak(path, data)
+            except EngineUnavailableError as exc:  # e.g. a system library without its data: try the wheel
+                log.warning("espeak-ng (%s) unusable: %s", source, exc)
+                failures.append(str(exc))
+                continue
+            self.source, self.lib, self.sample_rate = source, lib, rate
+            break
+        else:
+            raise EngineUnavailableError("; ".join(failures))
         self._chunks: list[bytes] = []
         # Held on the instance for the life of the process: if ctypes' thunk were collected,
         # espeak would call freed memory.
         self._callback = _SYNTH_CALLBACK(self._collect)
-        lib.espeak_SetSynthCallback(self._callback)
+        self.lib.espeak_SetSynthCallback(self._callback)
         self._voice: str | None = None
 
     def _collect(self, wav: ctypes._Pointer[ctypes.c_short], samples: int, _events: int) -> int:
@@ -130,7 +163,7 @@ class _Espeak:
     def synth(self, text: str, voice: str, rate: int, pitch: int) -> bytes:
         if voice != self._voice:
             if self.lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
-                raise UnknownVoiceError(f"espeak-ng has no voice {voice!r}")
+                raise UnknownVoiceError(f"espeak-ng không có giọng {voice!r}")
             self._voice = voice
         self.lib.espeak_SetParameter(_RATE, rate, 0)
         self.lib.espeak_SetParameter(_PITCH, pitch, 0)
@@ -139,7 +172,7 @@ class _Espeak:
         err = self.lib.espeak_Synth(encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         self.lib.espeak_Synchronize()
         if err != _EE_OK:
-            raise SpeechError(f"espeak-ng synthesis failed (error {err})")
+            raise SpeechError(f"espeak-ng không tổng hợp được giọng đọc (lỗi {err})")
         pcm, self._chunks = b"".join(self._chunks), []
         return pcm
 
@@ -174,10 +207,10 @@ class EspeakEngine:
         voice = voice.lower()
         if voice not in ESPEAK_VOICES:
             raise UnknownVoiceError(
-                f"unknown espeak voice {voice!r}; choose one of {', '.join(ESPEAK_VOICES)}"
+                f"espeak không có giọng {voice!r}; hãy chọn một trong: {', '.join(ESPEAK_VOICES)}"
             )
         if not 80 <= rate <= 450:
-            raise ValueError(f"espeak rate must be 80..450 words per minute, got {rate}")
+            raise ValueError(f"tốc độ đọc của espeak phải từ 80 đến 450 từ mỗi phút, nhận được {rate}")
         with _ESPEAK_LOCK:
             engine = _espeak()
             pcm = engine.synth(text, voice, rate, self.pitch) if text.strip() else b""
@@ -219,7 +252,7 @@ class GttsEngine:
                      timeout=self.timeout_s).write_to_fp(buf)
             except gTTSError as exc:
                 raise EngineUnavailableError(
-                    f"Google TTS failed on chunk {number}/{len(pieces)}: {exc}"
+                    f"Google TTS lỗi ở đoạn {number}/{len(pieces)}: {exc}"
                 ) from exc
             except AssertionError:
                 continue  # gTTS asserts when a chunk is only punctuation: nothing to say
@@ -227,7 +260,7 @@ class GttsEngine:
                 decoded = decode_any(buf.getvalue())
             except AudioDecodeError as exc:
                 raise EngineUnavailableError(
-                    f"Google TTS returned no usable audio for chunk {number}: {exc}"
+                    f"Google TTS không trả về âm thanh dùng được cho đoạn {number}: {exc}"
                 ) from exc
             audio.append(decoded)
         if not audio:
@@ -265,7 +298,7 @@ def _piper_config(path: str, mtime_ns: int, size: int) -> PiperVoiceInfo:
             language=str((raw.get("espeak") or {}).get("voice", "")),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise EngineUnavailableError(f"Piper voice config {path} is unreadable: {exc}") from exc
+        raise EngineUnavailableError(f"không đọc được tệp cấu hình giọng Piper {path}: {exc}") from exc
 
 
 @functools.lru_cache(maxsize=8)
@@ -293,7 +326,7 @@ def _piper_voice(model: Path, config: Path) -> Any:
             try:
                 voice = PiperVoice.load(model, config_path=config)
             except Exception as exc:  # onnxruntime raises its own types for a corrupt or foreign file
-                raise EngineUnavailableError(f"cannot load Piper voice model {model}: {exc}") from exc
+                raise EngineUnavailableError(f"không nạp được mô hình giọng Piper {model}: {exc}") from exc
             if len(_PIPER_VOICES) >= 2:
                 _PIPER_VOICES.clear()  # a voice is tens of MB: keep only the current few
             _PIPER_VOICES[key] = voice
@@ -322,14 +355,14 @@ class PiperEngine:
     def _files(self) -> tuple[Path, Path]:
         if self.model is None:
             raise EngineUnavailableError(
-                "no Piper voice model configured: set RADIO_PIPER_MODEL to a .onnx voice file"
+                "chưa cấu hình mô hình giọng Piper: hãy đặt RADIO_PIPER_MODEL là một tệp giọng .onnx"
             )
         if not self.model.is_file():
-            raise EngineUnavailableError(f"Piper voice model {self.model} does not exist")
+            raise EngineUnavailableError(f"mô hình giọng Piper {self.model} không tồn tại")
         config = self.model.with_name(self.model.name + ".json")
         if not config.is_file():
             raise EngineUnavailableError(
-                f"Piper voice config {config} is missing (it must sit beside the model as <model>.onnx.json)"
+                f"thiếu tệp cấu hình giọng Piper {config} (phải nằm cạnh mô hình, tên <model>.onnx.json)"
             )
         return self.model, config
 
@@ -365,11 +398,11 @@ class PiperEngine:
         if voice.lower() in _PIPER_DEFAULT_VOICES or (self.model is not None and voice == self.model.stem):
             return None
         names = ", ".join(info.speakers) or "default"
-        raise UnknownVoiceError(f"Piper voice model {self.model} has no voice {voice!r}; choose one of {names}")
+        raise UnknownVoiceError(f"mô hình giọng Piper {self.model} không có giọng {voice!r}; hãy chọn một trong: {names}")
 
     def synthesize(self, text: str, *, voice: str, rate: int) -> AudioSegment:
         if not 80 <= rate <= 450:
-            raise ValueError(f"Piper rate must be 80..450 words per minute, got {rate}")
+            raise ValueError(f"tốc độ đọc của Piper phải từ 80 đến 450 từ mỗi phút, nhận được {rate}")
         model, config = self._files()
         info = self.info()
         speaker = self._speaker(voice, info)
@@ -384,7 +417,7 @@ class PiperEngine:
                 found = shutil.which("piper")
                 if found is None:
                     raise EngineUnavailableError(
-                        "Piper is not installed: install the piper-tts package or set RADIO_PIPER_BINARY"
+                        "chưa cài Piper: hãy cài gói piper-tts hoặc đặt RADIO_PIPER_BINARY"
                     ) from None
                 pcm = self._external(found, model, config, text, speaker, length_scale)
         else:
@@ -400,7 +433,7 @@ class PiperEngine:
             chunks = voice.synthesize(text, SynthesisConfig(speaker_id=speaker, length_scale=length_scale))
             return b"".join(chunk.audio_int16_bytes for chunk in chunks)
         except Exception as exc:  # phonemizer or onnxruntime failure: not the caller's input
-            raise SpeechError(f"Piper synthesis failed: {exc}") from exc
+            raise SpeechError(f"Piper không tổng hợp được giọng đọc: {exc}") from exc
 
     @staticmethod
     def _external(binary: str, model: Path, config: Path, text: str, speaker: int | None,
@@ -414,14 +447,14 @@ class PiperEngine:
             done = subprocess.run(command, input=text.encode("utf-8") + b"\n", capture_output=True,
                                   timeout=PIPER_TIMEOUT_S, check=False)
         except FileNotFoundError:
-            raise EngineUnavailableError(f"Piper program {binary!r} not found") from None
+            raise EngineUnavailableError(f"không tìm thấy chương trình Piper {binary!r}") from None
         except PermissionError as exc:
-            raise EngineUnavailableError(f"Piper program {binary!r} cannot be run: {exc}") from None
+            raise EngineUnavailableError(f"không chạy được chương trình Piper {binary!r}: {exc}") from None
         except subprocess.TimeoutExpired:
-            raise EngineUnavailableError(f"Piper took longer than {PIPER_TIMEOUT_S:.0f} s") from None
+            raise EngineUnavailableError(f"Piper chạy quá {PIPER_TIMEOUT_S:.0f} giây") from None
         if done.returncode != 0:
             tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
-            raise SpeechError(f"Piper exited with status {done.returncode}: {' | '.join(tail)}")
+            raise SpeechError(f"Piper thoát với mã lỗi {done.returncode}: {' | '.join(tail)}")
         pcm = done.stdout
         return pcm[: len(pcm) - len(pcm) % 2]
 
@@ -460,7 +493,7 @@ def get_engine(name: str, settings: Settings) -> Engine:
         factory = _FACTORIES[name]
     except KeyError:
         raise UnknownEngineError(
-            f"unknown speech engine {name!r}; choose one of {', '.join(_FACTORIES)}"
+            f"không có bộ đọc {name!r}; hãy chọn một trong: {', '.join(_FACTORIES)}"
         ) from None
     return factory(settings)
 

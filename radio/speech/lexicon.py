@@ -48,17 +48,17 @@ _FORBIDDEN_CHARS = ("\t", "\n", "\r")
 def _clean(value: str, field: str) -> str:
     """Validate and normalise one field (NFC, stripped); raise ValueError naming the field."""
     if not isinstance(value, str):
-        raise ValueError(f"{field} must be a string, got {type(value).__name__}")
+        raise ValueError(f"{field} phải là chuỗi ký tự, không phải {type(value).__name__}")
     if any(c in value for c in _FORBIDDEN_CHARS):
-        raise ValueError(f"{field} must not contain tabs or line breaks: {value!r}")
+        raise ValueError(f"{field} không được chứa dấu tab hoặc dấu xuống dòng: {value!r}")
     # Control characters (\v, \f, \x1c... split lines too) and lone surrogates can't be stored as a TSV line.
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in value) or len(value.splitlines()) > 1:
-        raise ValueError(f"{field} must not contain control or invalid characters: {value!r}")
+        raise ValueError(f"{field} không được chứa ký tự điều khiển hoặc ký tự không hợp lệ: {value!r}")
     cleaned = unicodedata.normalize("NFC", value).strip()
     if not cleaned:
-        raise ValueError(f"{field} must not be empty")
+        raise ValueError(f"{field} không được để trống")
     if len(cleaned) > MAX_FIELD_CHARS:
-        raise ValueError(f"{field} is {len(cleaned)} characters long; the maximum is {MAX_FIELD_CHARS}")
+        raise ValueError(f"{field} dài {len(cleaned)} ký tự; tối đa {MAX_FIELD_CHARS} ký tự")
     return cleaned
 
 
@@ -90,12 +90,12 @@ class Lexicon:
                 continue
             parts = raw.rstrip("\r\n").split("\t")
             if len(parts) != 2:
-                raise ValueError(f"{path}:{number}: expected 'written<TAB>spoken', got {raw!r}")
+                raise ValueError(f"{path}:{number}: cần dạng 'chữ viết<TAB>cách đọc', nhận được {raw!r}")
             written, spoken = parts
             try:
                 written_clean = _clean(written, "written")
                 if written_clean in lexicon._entries:
-                    raise ValueError(f"written form {written_clean!r} is listed twice")
+                    raise ValueError(f"chữ viết {written_clean!r} có hai lần trong tệp")
                 lexicon.add(written, spoken)
             except ValueError as exc:
                 raise ValueError(f"{path}:{number}: {exc}") from None
@@ -134,7 +134,7 @@ class Lexicon:
         written_clean = _clean(written, "written")
         spoken_clean = _clean(spoken, "spoken")
         if written_clean.startswith("#"):
-            raise ValueError(f"written must not start with '#' (it would read as a comment): {written!r}")
+            raise ValueError(f"written không được bắt đầu bằng '#' (dòng đó sẽ thành chú thích): {written!r}")
         self._entries[written_clean] = spoken_clean
         self._version = None
 
@@ -233,7 +233,7 @@ def site_lexicon_info(settings: Settings) -> SiteLexicon:
         except FileNotFoundError:
             stamp = None
         except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-            problem = f"the local lexicon is not used until it is fixed: {exc}"
+            problem = f"từ điển phát âm riêng của đơn vị chưa được dùng cho đến khi sửa xong: {exc}"
             log.error("%s", problem)
     info = SiteLexicon(lexicon=shipped.merged(local), local=local, problem=problem)
     with _SITE_LOCK:
@@ -272,9 +272,9 @@ def _load_local_for_edit(path: Path) -> Lexicon:
     try:
         return Lexicon.load(path)
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc}); fix or remove it before adding entries") from None
+        raise ValueError(f"{path}: không phải văn bản UTF-8 ({exc}); hãy sửa hoặc xóa tệp trước khi thêm mục") from None
     except ValueError as exc:
-        raise ValueError(f"{exc}; fix or remove the file before adding entries") from None
+        raise ValueError(f"{exc}; hãy sửa hoặc xóa tệp trước khi thêm mục") from None
 
 
 def add_local_entry(settings: Settings, written: str, spoken: str) -> SiteLexicon:

@@ -10,6 +10,8 @@ Rules, in the order they are applied:
 
 1. Clean-up: NFC; the document terminator ``./.`` becomes ``.``; Markdown ``*`` and list bullets at
    the start of a line go; a Roman heading number at the start of a line is read (``II.`` → "hai.").
+   ``v.v.``/``v.v...`` → "vân vân" (a pause is kept only before a new sentence); ``Q.``/``P.`` before a
+   number or a capitalised name are "quận"/"phường" (``Q.1`` → "quận một", ``P.Tân Định``).
 2. Document numbers: ``41/KH-UBND`` → "bốn mươi mốt kế hoạch ủy ban nhân dân". The number is read as a
    value, the slash is dropped and the code is expanded segment by segment; the first segment is the
    document type (``CT`` is "chỉ thị" there, "chủ tịch" elsewhere). A year inside reads "năm":
@@ -19,7 +21,9 @@ Rules, in the order they are applied:
    a space (``HĐND-UBND`` → "hội đồng nhân dân ủy ban nhân dân", ``văn hóa-XH`` → "văn hóa xã hội").
    A two-letter abbreviation between all-caps words that are not abbreviations (``CÔNG TÁC TU BỔ``) is
    a heading word and stays. The stop of ``TP.``/``TM.``/``KT.`` before a name is no sentence end.
-   ``&`` → "và". Roman numerals after "quý", "khóa", "kỳ", "phần", "đại hội", "thứ", ... are read.
+   The stop of ``KP.3`` before a number is no sentence end either.
+   ``&`` → "và". Roman numerals after "quý", "khóa", "kỳ", "phần", "chương", "mục", "điều", "thế kỷ",
+   "đại hội", "thứ", "hạng", "đợt", "lần", "giai đoạn", "cấp", "loại", "vùng", ... are read.
 4. Telephone numbers are read digit by digit, one comma-separated group per written group
    (``0204.3854.123`` → "không hai không bốn, ba tám năm bốn, một hai ba"); an unbroken number is
    one group (no grouping is invented). Numbers of three or more digits right after "gọi", "đường dây
@@ -34,15 +38,24 @@ Rules, in the order they are applied:
    date ("30/4 và 1/5"), or when it cannot be a small fraction (``27/7``, ``2/9``); it is a fraction
    before a noun such as "số hộ" and for halves to fifths (``2/3``), and "a trên b" after an address
    word ("nhà số 12/3"). An impossible date (``45/13``, ``31/2/2024``) is read as numbers + "trên".
-6. Times: ``17h30``, ``17:30`` → "mười bảy giờ ba mươi phút"; ``19h00`` → "mười chín giờ".
+6. Times: ``17h30``, ``17:30``, ``17h30p`` → "mười bảy giờ ba mươi phút"; ``19h00`` → "mười chín giờ".
+   The Southern ``17g30`` and the spaced ``17 h 30`` read "mười bảy giờ ba mươi" (no "phút"). A bare
+   ``9g`` is an hour only after "lúc/từ/đến/vào/...", before "sáng/chiều/tối/...", or in a range of
+   times (``8g-11g``); otherwise it is grams ("5g muối").
 7. "thứ 1" → "thứ nhất", "thứ 4" → "thứ tư", otherwise the number; "tháng 4" → "tháng tư";
    "ngày 5 tháng 3" → "ngày mùng năm tháng ba".
 8. Units directly after a number (``5km``, ``5 km``, ``35°C``, ``37oC``, ``99%``, ``2 ha``,
-   ``500.000đ``, ``60 km/h``); a unit never touches an ordinary word.
+   ``500.000đ``, ``60 km/h``, ``500k`` "nghìn", ``5tr`` "triệu"); a unit never touches an ordinary word.
+   ``1m65`` → "một mét sáu mươi lăm"; ``Km 15 + 200`` → "ki lô mét mười lăm cộng hai trăm".
 9. Fractions: a proper fraction reads "phần" (``2/3`` → "hai phần ba", ``3/4`` → "ba phần tư"),
    anything else "trên" (``24/7`` → "hai mươi tư trên bảy").
 10. Plain numbers. ``.`` groups thousands and ``,`` is the decimal mark (``1.500.000`` → "một triệu
-    năm trăm nghìn", ``2,5`` → "hai phẩy năm"); ``1.2`` (a section number) → "một chấm hai".
+    năm trăm nghìn", ``2,5`` → "hai phẩy năm"); so does a space between groups of three digits
+    (``1 000 000`` → "một triệu"; never a number starting with 0, which is a telephone number).
+    A dot followed by anything but exactly three digits is no thousands separator: before a unit,
+    ``%`` or "triệu/tỷ/nghìn/lần" it is an English decimal point (``2.5%`` → "hai phẩy năm phần trăm",
+    ``2.5 triệu``), elsewhere a section or room number (``1.2`` → "một chấm hai", ``2.05`` → "hai chấm
+    không năm": digits after the point keep their leading zeros).
     Standard Northern reading: "linh" (101 → "một trăm linh một"), "nghìn", "mốt" (21), "lăm" (15,
     25), "tư" for a final 4 after "mươi" (24 → "hai mươi tư") but "mười bốn" (14).
     **Leading zeros:** a short leading-zero number before a word, after a label ("số", "tổ", ...)
@@ -52,7 +65,9 @@ Rules, in the order they are applied:
     identifier and is read digit by digit.
 11. A dash between two numbers, times or dates, or before "thứ/ngày/tháng", reads "đến" ("7h-11h" →
     "bảy giờ đến mười một giờ", "2-3 ngày" → "hai đến ba ngày"); a minus glued to a number reads "âm";
-    "đồng/tháng" → "đồng một tháng".
+    every ``/x`` after an amount reads "một x" with units in full ("đồng/tháng" → "đồng một tháng",
+    ``15.000đ/kg`` → "... đồng một ki lô gam", ``1,2 triệu/người/tháng`` → "... triệu một người một
+    tháng"); "triệu đ" → "triệu đồng".
 
 Readings are bracketed by control characters while the passes run, so no pass re-reads another's
 output; steps 4–11 run only on clauses that contain a digit, which keeps a 1,000-word bulletin at a
@@ -146,12 +161,17 @@ def _read_fraction_part(digits: str) -> str:
 
 
 def _read_value(token: str) -> str:
-    """A written number: "1.500.000", "2,5", "04", "1,500,000" (English grouping), "0912345678"."""
+    """A written number: "1.500.000", "1 500 000", "2,5", "04", "1,500,000" (English grouping),
+    "0912345678", and "2.5" (an English decimal point, only passed in before a unit or "triệu")."""
     if re.fullmatch(r"\d{1,3}(?:,\d{3}){2,}", token):
         return read_number(int(token.replace(",", "")))
+    if _DOT_DECIMAL_RE.fullmatch(token):
+        whole, _, frac = token.partition(".")
+        return f"{read_number(int(whole))} phẩy {_read_fraction_part(frac)}"
     int_part, _, frac = token.partition(",")
-    digits = int_part.replace(".", "")
-    is_identifier = "." not in int_part and (len(digits) >= 10 or (digits[0] == "0" and len(digits) >= 5))
+    digits = int_part.replace(".", "").replace(" ", "")
+    is_identifier = "." not in int_part and " " not in int_part and (
+        len(digits) >= 10 or (digits[0] == "0" and len(digits) >= 5))
     if is_identifier and not frac:
         return read_digits(digits)
     words = read_number(int(digits))
@@ -208,11 +228,36 @@ def _roman_value(roman: str) -> int:
     return total
 
 
+# "v.v." / "v.v..." (et cetera): its stops belong to the abbreviation; a pause is kept only where a
+# new sentence follows.
+_VV_RE = re.compile(r"(?<![\w.])[vV]\.[ \t]?v\.?(?:\.\.|…)?(?![\w])(?P<next>[ \t]*(?:\n|(?=[A-ZĐÀ-Ỹ])))?")
+# "Q.1", "Q. Bình Thạnh", "P.5", "P.Tân Định": district (quận) and ward (phường) before a number or a
+# capitalised name.
+_DISTRICT_WARD_RE = re.compile(r"(?<![\w.])(?P<k>[QPqp])\.[ \t]?(?=\d|(?P<cap>[^\W\d_]))")
+_DISTRICT_WARD = {"q": "quận", "p": "phường"}
+
+
+def _district_ward(m: re.Match[str]) -> str:
+    letter = m.group("k")
+    if m.group("cap") is not None:
+        if not m.group("cap").isupper():
+            return m.group(0)  # "p. sau": no name follows
+        words = m.string[max(0, m.start() - 40):m.start()].split()[-2:]
+        if len(words) == 2 and all(w.isalpha() and w.istitle() and len(w) > 1 for w in words):
+            return m.group(0)  # "Nguyễn Văn P. Sau đó": an initial in a person's name
+    return _DISTRICT_WARD[letter.lower()] + " "
+
+
 def _clean_up(text: str) -> str:
     text = _CONTROL_RE.sub("", unicodedata.normalize("NFC", text))
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u00a0", " ")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\u00a0", " ").replace("\u202f", " ").replace("\u2009", " ")
     text = _TERMINATOR_RE.sub(".", text).replace("*", "")
     text = _BULLET_RE.sub("", text)
+    if "v." in text or "V." in text:
+        text = _VV_RE.sub(lambda m: "vân vân" + (". " if m.group("next") else ""), text)
+    if "." in text:
+        text = _DISTRICT_WARD_RE.sub(_district_ward, text)
     return _HEADING_ROMAN_RE.sub(lambda m: m.group(1) + _wrap(read_number(_roman_value(m.group(2)))), text)
 
 
@@ -276,12 +321,12 @@ def _doc_numbers(text: str, lexicon: _LexiconMatcher) -> str:
 # --------------------------------------------------------------------------------------------------
 
 # Abbreviations whose full stop is part of the abbreviation when a name follows ("TP. Bắc Giang").
-_DOTTED_ABBREVIATIONS = frozenset({"TP", "TX", "TM", "KT"})
+_DOTTED_ABBREVIATIONS = frozenset({"TP", "TX", "TM", "KT", "KP", "TDP", "KDC"})
 _ALL_CAPS_WORD_RE = re.compile(r"[^\W\d_]{2,}")
 _WORD_PUNCTUATION = ".,;:!?…\"'“”‘’()[]*-"
 _EXPANSION = "\x05"  # brackets a lexicon expansion until its hyphens are resolved
 _EXPANSION_HYPHEN_RE = re.compile("-\x05|\x05-")
-_KEY_TAIL = r"(?![\w])(?P<dot>\.(?=[ \t]?[^\W\d_]))?"
+_KEY_TAIL = r"(?![\w])(?P<dot>\.(?=[ \t]?[^\W\d_]|\d))?"  # "TP. Huế", "KP.3"
 
 
 def _alternation(keys: list[str], flags: int) -> re.Pattern[str] | None:
@@ -369,8 +414,8 @@ _AMPERSAND_RE = re.compile(r"[ \t]*&[ \t]*")
 # Pass 4: telephone numbers
 # --------------------------------------------------------------------------------------------------
 
-_PHONE_RE = re.compile(
-    r"(?<![\w.,+])(?P<cc>\+84[ .-]?)?(?P<body>(?(cc)|0)\d{1,3}(?:[ .-]?\d{2,4}){1,4})(?![\w]|[.,]\d)"
+_PHONE_RE = re.compile(  # never the tail of a space-grouped number ("1 000 000 000")
+    r"(?<![\w.,+])(?<!\d[ ])(?P<cc>\+84[ .-]?)?(?P<body>(?(cc)|0)\d{1,3}(?:[ .-]?\d{2,4}){1,4})(?![\w]|[.,]\d)"
 )
 _AREA_CODE_PHONE_RE = re.compile(r"\((?P<area>0\d{2,3})\)[ .-]?(?P<rest>\d{3,4}[ .-]?\d{3,4})(?![\w]|[.,]\d)")
 _SERVICE_RE = re.compile(r"(?<![\w.,])(?P<body>1[89]00[ .-]?\d{3,6})(?![\w]|[.,]\d)")
@@ -384,7 +429,7 @@ _CUED_RE = re.compile(
     rf"(?i:\b(?:{_PHONE_CUES}))(?:[ \t]*:)?(?:[ \t]+(?i:ngay|số|qua|tới|đến|theo|cho))*[ \t]*:?[ \t]*"
     rf"(?P<nums>{_CUE_NUMBER}(?:[ \t]*(?:,|/|-|(?i:hoặc|và))[ \t]*{_CUE_NUMBER})*)"
 )
-_EMERGENCY_RE = re.compile(r"(?<![\w.,/])11[1-5](?![\w]|[.,/]\d|[ \t]*%)")
+_EMERGENCY_RE = re.compile(r"(?<![\w.,/])11[1-5](?![\w]|[.,/]\d|[ \t]*%|[ ]\d{3}(?!\d))")
 _NOT_EMERGENCY_BEFORE = frozenset({
     "điều", "khoản", "năm", "tổ", "nhà", "phòng", "có", "đạt", "gồm", "là", "được", "với", "khoảng",
 })
@@ -560,20 +605,39 @@ def _dates(text: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 _TIME_RE = re.compile(
-    r"(?<![\w/.,:])(?P<h>\d{1,2})(?:(?P<sep>[hHg])(?P<min>\d{2})?|:(?P<min2>\d{2}))(?![\w]|[:.,]\d)"
+    r"(?<![\w/.,:])(?P<h>\d{1,2})(?:(?P<sp>[ \t]?)(?P<sep>[hHg])(?:(?P<sp2>[ \t]?)(?P<min>\d{2})(?P<p>p)?)?"
+    r"|:(?P<min2>\d{2}))(?![\w]|[:.,]\d)"
 )
+# A bare "9g" is nine o'clock (Southern style), not nine grams, after these words or before a part of
+# the day or another time ("8g-11g").
+_HOUR_G_BEFORE = frozenset({"lúc", "từ", "đến", "tới", "vào", "trước", "sau", "giờ", "hết", "đúng"})
+_HOUR_G_AFTER_RE = re.compile(
+    r"[ \t]*(?:(?i:sáng|trưa|chiều|tối|đêm|khuya|ngày|hôm|hằng|hàng|mỗi)\b|[-–][ \t]*\d{1,2}[ \t]?[gh](?!\w))"
+)
+
+# ... or right after another time in a range or a list ("8g-11g", "7g, 9g và 11g").
+_HOUR_G_RANGE_BEFORE_RE = re.compile(r"\d[ \t]?[gh](?:\d{2}p?)?[ \t]*(?:[-–,]|và|hoặc|hay|đến|tới)[ \t]*$")
 
 
 def _times(text: str) -> str:
     def replace(m: re.Match[str]) -> str:
         minutes_text = m.group("min") or m.group("min2")
-        if m.group("sep") == "g" and not minutes_text:
+        sep = m.group("sep")
+        if sep == "g" and not minutes_text and not (
+            _previous_word(m) in _HOUR_G_BEFORE
+            or _HOUR_G_AFTER_RE.match(m.string, m.end())
+            or _HOUR_G_RANGE_BEFORE_RE.search(m.string, max(0, m.start() - 20), m.start())
+        ):
             return m.group(0)  # "5g" is five grams, not five o'clock
         hour, minutes = int(m.group("h")), int(minutes_text or 0)
         if hour > 24 or minutes > 59:
             return m.group(0)
         words = f"{read_number(hour)} giờ"
-        return _wrap(f"{words} {read_number(minutes)} phút" if minutes else words)
+        if not minutes:
+            return _wrap(words)
+        # "17h30", "17:30", "17h30p" say "phút"; the Southern "17g30" and the spaced "17 h 30" do not.
+        says_minutes = bool(m.group("p")) or (sep != "g" and not m.group("sp") and not m.group("sp2"))
+        return _wrap(f"{words} {read_number(minutes)}" + (" phút" if says_minutes else ""))
 
     return _TIME_RE.sub(replace, text)
 
@@ -591,7 +655,8 @@ _DAY_BEFORE_MONTH_RE = re.compile(r"\b(?P<w>(?i:ngày))[ \t]+(?P<n>\d{1,2})(?=[ 
 _ROMAN_CANDIDATE_RE = re.compile(r"[IVXL]+(?:/(?P<y>\d{4}))?(?![\w])")
 _ROMAN_FULL_RE = re.compile(_ROMAN)
 _ROMAN_CUE_RE = re.compile(
-    r"\b(?P<w>quý|khóa|khoá|kỳ|kì|phần|chương|mục|thế[ \t]+kỷ|thế[ \t]+kỉ|đại[ \t]+hội|thứ)[ \t]+$",
+    r"\b(?P<w>quý|khóa|khoá|kỳ|kì|phần|chương|mục|điều|tiết|thế[ \t]+kỷ|thế[ \t]+kỉ|đại[ \t]+hội|thứ"
+    r"|hạng|đợt|lần|giai[ \t]+đoạn|cấp|loại|bậc|tập|vòng|khu[ \t]+vực|vùng)[ \t]+$",
     re.IGNORECASE,
 )
 
@@ -635,7 +700,12 @@ def _romans(text: str) -> str:
 # Passes 8–10: numbers with units, fractions, plain numbers; then ranges and rates
 # --------------------------------------------------------------------------------------------------
 
-_VALUE = r"\d{1,3}(?:,\d{3}){2,}(?!\d)|\d{1,3}(?:\.\d{3})+(?:,\d+)?(?!\d|\.\d)|\d+(?:,\d+)?(?!\d|\.\d)"
+# Thousands grouped by spaces ("1 000 000", "12 345"): one number, never starting with 0 (a phone).
+_SPACED_VALUE = r"[1-9]\d{0,2}(?:[ ]\d{3})+(?:,\d+)?(?!\d|[.,]\d)"
+# An English decimal point ("2.5", "99.5", "2.05"): a dot followed by anything but exactly 3 digits.
+_DOT_DECIMAL = r"\d+\.(?!\d{3}(?!\d))\d+(?!\d|[.,]\d)"
+_DOT_DECIMAL_RE = re.compile(_DOT_DECIMAL)
+_VALUE = _SPACED_VALUE + "|" + r"\d{1,3}(?:,\d{3}){2,}(?!\d)|\d{1,3}(?:\.\d{3})+(?:,\d+)?(?!\d|\.\d)|\d+(?:,\d+)?(?!\d|\.\d)"
 _UNITS = {
     "km/h": "ki lô mét trên giờ", "m/s": "mét trên giây", "km²": "ki lô mét vuông",
     "km2": "ki lô mét vuông", "m²": "mét vuông", "m2": "mét vuông", "m³": "mét khối", "m3": "mét khối",
@@ -643,30 +713,74 @@ _UNITS = {
     "kg": "ki lô gam", "mg": "mi li gam", "g": "gam", "ml": "mi li lít", "l": "lít",
     "°C": "độ xê", "ºC": "độ xê", "oC": "độ xê", "độ C": "độ xê", "°": "độ", "%": "phần trăm",
     "‰": "phần nghìn", "kWh": "ki lô oát giờ", "kW": "ki lô oát", "MW": "mê ga oát",
-    "đ": "đồng", "VNĐ": "đồng", "VND": "đồng", "USD": "đô la mỹ", "G": "gờ",
+    "đ": "đồng", "VNĐ": "đồng", "VND": "đồng", "USD": "đô la mỹ", "G": "gờ", "k": "nghìn", "K": "nghìn",
+    "tr": "triệu",
 }
+_GLUED_ONLY_UNITS = frozenset({"G", "k", "K"})  # "5G", "500k"; "5 k" is no unit
 _UNIT_ALTERNATION = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))
-_UNIT_RE = re.compile(rf"(?<![\w.,])(?P<num>{_VALUE})(?P<space>[ \t]?)(?P<unit>{_UNIT_ALTERNATION})(?![\w])")
+_UNIT_RE = re.compile(rf"(?<![\w.,])(?P<num>{_VALUE}|{_DOT_DECIMAL})(?P<space>[ \t]?)(?P<unit>{_UNIT_ALTERNATION})(?![\w])")
 _FRACTION_RE = re.compile(
     r"(?<![\w/.,])(?P<a>\d+)/(?P<b>\d+)(?P<more>(?:/\d+)*)(?P<h>[hH](?![\w]))?(?!\d|[/.,]\d)"
 )
 _NUMBER_RE = re.compile(rf"(?<!\d)(?:{_VALUE}|\d+(?:\.\d+)+(?!\d))")
+# "1m65": a height in metres and centimetres.
+_HEIGHT_RE = re.compile(r"(?<![\w.,])(?P<a>\d)m(?P<b>\d{1,2})(?![\w]|[.,]\d)")
+# "30 triệu đ": the currency after a spelled-out multiplier.
+_MONEY_WORD_DONG_RE = re.compile(
+    rf"(?<={_CLOSE})(?P<w>[ \t]+(?i:triệu|tỷ|tỉ|nghìn|ngàn|trăm))[ \t]*(?:đ|VNĐ|VND|vnđ)(?![\w])"
+)
+_CHAINAGE_RE = re.compile(r"(?<![\w])(?:Km|KM|km)[ \t]?(?P<a>\d+)(?:[ \t]*\+[ \t]*(?P<b>\d+))?(?![\w]|[.,]\d)")
 # A minus sign glued to a number, after a space or bracket: "-5°C" → "âm năm độ xê".
 _NEGATIVE_RE = re.compile(r"(?:(?<=[ \t(])|^)[-−](?=\x01)")
 # A dash after a reading and before another reading or "thứ/ngày/tháng" ("thứ 2 - thứ 6") is "đến".
 _RANGE_RE = re.compile(rf"{_CLOSE}[ \t]*[-–—][ \t]*(?={_OPEN}|(?i:thứ|ngày|tháng)\b)")
+# "đồng/tháng", "15.000đ/kg", "1,2 triệu/người/tháng", "2 lần/tuần": every "/x" after a number (and up to
+# two words) reads "một x", with units spoken in full.
+_RATE_SEGMENTS = {
+    "tháng": "tháng", "năm": "năm", "ngày": "ngày", "tuần": "tuần", "quý": "quý", "giờ": "giờ",
+    "phút": "phút", "người": "người", "hộ": "hộ", "khẩu": "khẩu", "lượt": "lượt", "suất": "suất",
+    "con": "con", "lần": "lần", "cái": "cái", "chiếc": "chiếc", "xe": "xe", "tấn": "tấn", "thùng": "thùng",
+    "bao": "bao", "bộ": "bộ", "ca": "ca", "buổi": "buổi", "kỳ": "kỳ", "đợt": "đợt", "em": "em",
+    "cháu": "cháu", "trẻ": "trẻ", "hồ sơ": "hồ sơ", "học sinh": "học sinh", "sào": "sào", "mẫu": "mẫu",
+    "cây": "cây", "phòng": "phòng", "đêm": "đêm", "vé": "vé", "trang": "trang", "căn": "căn", "lô": "lô",
+    "lớp": "lớp", "gói": "gói", "liều": "liều", "lít": "lít", "h": "giờ", "kWh": "ki lô oát giờ",
+    **{u: _UNITS[u] for u in ("kg", "g", "ha", "km", "m", "m2", "m²", "m3", "m³", "l", "ml")},
+}
+_RATE_SEGMENT_ALTERNATION = "|".join(re.escape(u) for u in sorted(_RATE_SEGMENTS, key=len, reverse=True))
 _RATE_RE = re.compile(
-    rf"\bđồng{_CLOSE}?(?:/(?:tháng|năm|ngày|tuần|người|hộ|khẩu|lượt|suất|con|lần|ha|kg)\b)+"
+    rf"(?P<head>{_CLOSE}(?:[ \t]+[^\W\d_]+){{0,2}}|\bđồng)"
+    rf"(?P<segs>(?:/(?:{_RATE_SEGMENT_ALTERNATION})(?![\w]))+)"
 )
+
+
+def _rates(text: str) -> str:
+    def replace(m: re.Match[str]) -> str:
+        segments = m.group("segs").split("/")[1:]
+        return m.group("head") + "".join(f" một {_RATE_SEGMENTS[s]}" for s in segments)
+
+    return _RATE_RE.sub(replace, text) if "/" in text else text
 
 
 def _units(text: str) -> str:
     def replace(m: re.Match[str]) -> str:
-        if m.group("unit") == "G" and m.group("space"):
+        if m.group("unit") in _GLUED_ONLY_UNITS and m.group("space"):
             return m.group(0)  # only "5G", glued, is the network generation
         return _wrap(f"{_read_value(m.group('num'))} {_UNITS[m.group('unit')]}")
 
+    text = _HEIGHT_RE.sub(lambda m: _wrap(f"{read_number(int(m.group('a')))} mét "
+                                          f"{read_number(int(m.group('b')))}"), text)
     return _UNIT_RE.sub(replace, text)
+
+
+def _chainage(text: str) -> str:
+    """"Km 15 + 200" (a road chainage) → "ki lô mét mười lăm cộng hai trăm"."""
+    def replace(m: re.Match[str]) -> str:
+        words = f"ki lô mét {read_number(int(m.group('a')))}"
+        if m.group("b"):
+            words += f" cộng {read_number(int(m.group('b')))}"
+        return _wrap(words)
+
+    return _CHAINAGE_RE.sub(replace, text)
 
 
 def _fractions(text: str) -> str:
@@ -691,6 +805,7 @@ _NUMBER_LABELS = frozenset({
 })
 
 
+_MULTIPLIER_AHEAD_RE = re.compile(r"[ \t]*(?i:triệu|tỷ|tỉ|nghìn|ngàn|lần)\b")
 _RANGE_AHEAD_RE = re.compile(r"[ \t]*[-–][ \t]*\d")
 
 
@@ -709,7 +824,10 @@ def _plain_numbers(text: str) -> str:
             return _wrap(read_digits(token))
         if re.fullmatch(_VALUE, token):
             return _wrap(_read_value(token))
-        return _wrap(" chấm ".join(read_number(int(part)) for part in token.split(".")))
+        if _DOT_DECIMAL_RE.fullmatch(token) and _MULTIPLIER_AHEAD_RE.match(m.string, m.end()):
+            return _wrap(_read_value(token))  # "2.5 triệu": an English decimal point
+        first, *rest = token.split(".")
+        return _wrap(" chấm ".join([read_number(int(first))] + [_read_fraction_part(part) for part in rest]))
 
     return _NUMBER_RE.sub(replace, text)
 
@@ -752,10 +870,11 @@ def _layout(text: str) -> str:
 _CLAUSE_SPLIT_RE = re.compile(r"(\n|[.;!?][ \t]+)")
 _DIGIT_RE = re.compile(r"\d")
 _NUMBER_PASSES: tuple[Callable[[str], str], ...] = (
-    _phones, _dates, _times, _ordinals, _units, _fractions, _plain_numbers,
+    _phones, _dates, _times, _ordinals, _units, _chainage, _fractions, _plain_numbers,
     lambda t: _RANGE_RE.sub(f"{_CLOSE} đến ", t),
     lambda t: _NEGATIVE_RE.sub("âm ", t),
-    lambda t: _RATE_RE.sub(lambda m: m.group(0).replace("/", " một "), t),  # "đồng/tháng"
+    lambda t: _MONEY_WORD_DONG_RE.sub(r"\g<w> đồng", t),  # "30 triệu đ"
+    _rates,
 )
 
 

@@ -86,6 +86,11 @@ class SpeechPart:
     rate: int | None = None
 
 
+def _vi_count(n: int) -> str:
+    """A count as Vietnamese writes it: 20001 → "20.001"."""
+    return f"{n:,}".replace(",", ".")
+
+
 def _speakable(sentence: str) -> bool:
     return any(c.isalnum() for c in sentence)
 
@@ -94,17 +99,17 @@ def _script(text: object, label: str, settings: Settings, lexicon: Lexicon) -> S
     from radio.speech.normalize import normalize
 
     if not isinstance(text, str) or not text.strip():
-        raise BulletinTextError(f"{label} is empty")
+        raise BulletinTextError(f"{label} không có nội dung")
     if len(text) > settings.max_bulletin_chars:
         raise BulletinTextError(
-            f"{label} is {len(text):,} characters long; the limit is {settings.max_bulletin_chars:,}"
+            f"{label} dài {_vi_count(len(text))} ký tự; giới hạn là {_vi_count(settings.max_bulletin_chars)} ký tự"
         )
     # A sentence with no letter or digit left (only punctuation) has nothing to say: no silent clip for it.
     paragraphs = [[spoken for s in para if _speakable(spoken := normalize(s, lexicon).strip())]
                   for para in split_bulletin(text)]
     paragraphs = [p for p in paragraphs if p]
     if not paragraphs:
-        raise BulletinTextError(f"{label} has nothing to speak (only punctuation or symbols)")
+        raise BulletinTextError(f"{label} không có gì để đọc (chỉ có dấu câu hoặc ký hiệu)")
     return paragraphs
 
 
@@ -202,7 +207,7 @@ def _plans(parts: Sequence[SpeechPart], settings: Settings, lexicon: Lexicon) ->
     if isinstance(parts, str | SpeechPart):
         parts = [parts]  # a bare string is a Sequence[str] of characters
     if not parts:
-        raise BulletinTextError("no bulletin text given")
+        raise BulletinTextError("chưa có nội dung bản tin")
     plans: list[_Plan] = []
     for number, part in enumerate(parts, 1):
         if isinstance(part, str):
@@ -217,20 +222,20 @@ def _plans(parts: Sequence[SpeechPart], settings: Settings, lexicon: Lexicon) ->
         plans.append(_Plan(number=number, script=[], name=name, engine=engine, broken=broken,
                            voice=part.voice or settings.tts_voice, rate=part.rate or settings.tts_rate))
     for plan, part in zip(plans, parts, strict=True):
-        label = f"bulletin {plan.number}" if len(plans) > 1 else "the bulletin"
+        label = f"bản tin {plan.number}" if len(plans) > 1 else "bản tin"
         plan.script = _script(part.text if isinstance(part, SpeechPart) else part, label, settings, lexicon)
     return plans
 
 
 def _describe_fallbacks(failures: dict[tuple[str, str], list[int]], parts: int) -> str | None:
-    """"gtts: timed out" for one bulletin; "gtts: timed out (bulletins 1, 3)" in a longer playlist."""
+    """"gtts: timed out" for one bulletin; "gtts: timed out (bản tin 1, 3)" in a longer playlist."""
     if not failures:
         return None
     reasons = []
     for (name, message), numbers in failures.items():
         where = ""
         if parts > 1:
-            where = f" (bulletin{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))})"
+            where = f" (bản tin {', '.join(map(str, numbers))})"
         reasons.append(f"{name}: {message}{where}")
     return "; ".join(reasons)
 
@@ -363,9 +368,9 @@ def prepare_uploaded(data: bytes, settings: Settings, store: AudioStore | None =
                      chime: bool = False) -> PreparedAudio:
     """Loudness-normalise an uploaded recording (MP3/WAV/OGG/M4A/FLAC/WebM, sniffed by content)."""
     if not data:
-        raise ValueError("the uploaded file is empty")
+        raise ValueError("tệp tải lên trống")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise ValueError(f"the uploaded file is {len(data) / 2**20:.0f} MiB; the limit is "
+        raise ValueError(f"tệp tải lên nặng {len(data) / 2**20:.0f} MiB; giới hạn là "
                          f"{MAX_UPLOAD_BYTES // 2**20} MiB")
     store = store or AudioStore(settings.audio_dir)
     key = _key("upload", settings, source=hashlib.sha256(data).hexdigest(),

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, Field
 
 from radio.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from radio.logbook import audit
 from radio.speech.engines import (
     SpeechError,
     UnknownEngineError,
@@ -26,6 +27,7 @@ from radio.speech.engines import (
 )
 from radio.speech.lexicon import (
     MAX_FIELD_CHARS,
+    SiteLexicon,
     add_local_entry,
     local_lexicon_path,
     remove_local_entry,
@@ -33,11 +35,12 @@ from radio.speech.lexicon import (
 )
 from radio.speech.normalize import normalize
 from radio.speech.prepare import BulletinTextError, prepare_speech
-from radio.web.deps import SettingsDep
-from radio.web.security import EDIT, PREVIEW, READ
+from radio.web.deps import SessionDep, SettingsDep
+from radio.web.security import PREVIEW, READ, Editor
 
 router = APIRouter(prefix="/api/v1", tags=["speech"], dependencies=[Depends(READ)])
 
+AUDIT_ENTITY = "lexicon_entry"
 MAX_TEXT_CHARS = 200_000  # the schema's hard ceiling; the site's max_bulletin_chars is checked too
 _NO_LINE_BREAKS = r"^[^\t\r\n]*$"
 # Printable ASCII except "%" stays as it is; everything else is percent-encoded (UTF-8).
@@ -108,6 +111,20 @@ def _nfc(value: str) -> str:
     return unicodedata.normalize("NFC", value).strip()
 
 
+def _entry_state(info: SiteLexicon, written: str) -> dict[str, str] | None:
+    """The entry as it is read at this site (for the audit trail), or None if there is none."""
+    spoken = info.lexicon.get(written)
+    return None if spoken is None else {"written": written, "spoken": spoken, "source": info.source(written)}
+
+
+def _audit(session: SessionDep, actor: str, written: str, before: dict[str, str] | None,
+           after: dict[str, str] | None) -> None:
+    """Append a lexicon change to the audit trail (a site setting: ``settings.changed``) and commit it."""
+    audit.record(session, actor=actor, action=audit.SETTINGS_CHANGED, entity_type=AUDIT_ENTITY, entity_id=written,
+                 before=before, after=after)
+    session.commit()
+
+
 def _field_of(message: str, default: str) -> str:
     return next((f for f in ("written", "spoken") if message.startswith(f)), default)
 
@@ -118,12 +135,15 @@ def get_lexicon(settings: SettingsDep) -> LexiconOut:
     return _entries_out(settings)
 
 
-@router.post("/lexicon", response_model=LexiconChange, dependencies=[Depends(EDIT)])
-def add_lexicon_entry(entry: LexiconEntryIn, settings: SettingsDep) -> LexiconChange:
-    """Add or replace a pronunciation; it is saved to the local file and used by the next synthesis."""
+@router.post("/lexicon", response_model=LexiconChange)
+def add_lexicon_entry(entry: LexiconEntryIn, settings: SettingsDep, session: SessionDep,
+                      user: Editor) -> LexiconChange:
+    """Add or replace a pronunciation; it is saved to the local file and used by the next synthesis.
+
+    The change is recorded in the audit trail with the entry before (None if new) and after."""
     before = site_lexicon_info(settings)
     if before.problem is not None:
-        raise Conflict(f"{local_lexicon_path(settings)} cannot be read, fix or remove it first: {before.problem}")
+        raise Conflict(f"không đọc được {local_lexicon_path(settings)}, hãy sửa hoặc xóa tệp trước: {before.problem}")
     try:
         after = add_local_entry(settings, entry.written, entry.spoken)
     except ValueError as exc:
@@ -133,6 +153,7 @@ def add_lexicon_entry(entry: LexiconEntryIn, settings: SettingsDep) -> LexiconCh
             raise Conflict(message) from None
         raise InvalidInput(message.removeprefix(field).lstrip(), where=field) from None
     written = _nfc(entry.written)  # as the lexicon stores it
+    _audit(session, user.username, written, _entry_state(before, written), _entry_state(after, written))
     return LexiconChange(
         entry=LexiconEntryOut(written=written, spoken=after.lexicon.entries[written], source="local"),
         replaced=written in before.lexicon,
@@ -141,18 +162,23 @@ def add_lexicon_entry(entry: LexiconEntryIn, settings: SettingsDep) -> LexiconCh
     )
 
 
-@router.delete("/lexicon/{written}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(EDIT)])
-def delete_lexicon_entry(written: str, settings: SettingsDep) -> Response:
-    """Remove one of the officer's entries (a shipped entry it overrode applies again)."""
+@router.delete("/lexicon/{written}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_lexicon_entry(written: str, settings: SettingsDep, session: SessionDep, user: Editor) -> Response:
+    """Remove one of the officer's entries (a shipped entry it overrode applies again).
+
+    The audit record's ``after`` is the shipped reading that applies again, or None."""
+    key = _nfc(written)
+    before = site_lexicon_info(settings)
     try:
         after = remove_local_entry(settings, written)
     except ValueError as exc:
         raise Conflict(str(exc)) from None
     if after is None:
         if _nfc(written) in site_lexicon_info(settings).lexicon:
-            raise Conflict(f"{written!r} is a shipped entry; to change how it is read, add a local entry "
-                           "with the same written form")
+            raise Conflict(f"{written!r} là mục có sẵn của hệ thống, không xóa được; muốn đổi cách đọc, "
+                           "hãy thêm một mục riêng với cùng chữ viết")
         raise NotFound("lexicon entry", written)
+    _audit(session, user.username, key, _entry_state(before, key), _entry_state(after, key))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -180,7 +206,12 @@ def list_engines(settings: SettingsDep) -> EnginesOut:
 
 def _check_length(text: str, limit: int) -> None:
     if len(text) > limit:
-        raise InvalidInput(f"{len(text):,} characters long; the limit is {limit:,}", where="text")
+        raise InvalidInput(f"dài {_vi_count(len(text))} ký tự; giới hạn là {_vi_count(limit)} ký tự", where="text")
+
+
+def _vi_count(n: int) -> str:
+    """A count as Vietnamese writes it: 20001 → "20.001"."""
+    return f"{n:,}".replace(",", ".")
 
 
 def _header(value: str) -> str:
@@ -197,7 +228,7 @@ def preview(body: PreviewIn, settings: SettingsDep) -> Response:
     """
     _check_length(body.text, settings.max_bulletin_chars)
     if body.engine is not None and body.engine not in engine_names():
-        raise InvalidInput(f"unknown speech engine {body.engine!r}; choose one of {', '.join(engine_names())}",
+        raise InvalidInput(f"không có bộ đọc {body.engine!r}; hãy chọn một trong: {', '.join(engine_names())}",
                            where="engine")
     try:
         audio = prepare_speech([body.text], settings, engine=body.engine, voice=body.voice, rate=body.rate)
@@ -208,9 +239,10 @@ def preview(body: PreviewIn, settings: SettingsDep) -> Response:
     except UnknownVoiceError as exc:
         raise InvalidInput(str(exc), where="voice") from None
     except SpeechError as exc:
-        raise ServiceUnavailable(f"no speech engine could speak the text: {exc}") from None
+        raise ServiceUnavailable(f"không bộ đọc nào đọc được văn bản: {exc}") from None
     except ValueError as exc:  # the remaining caller mistake an engine reports is the rate
-        raise InvalidInput(str(exc), where="rate" if "rate" in str(exc) else "text") from None
+        message = str(exc)
+        raise InvalidInput(message, where="rate" if "tốc độ" in message or "rate" in message else "text") from None
     headers = {
         "X-Audio-Duration": f"{audio.duration_s:.3f}",
         "X-Audio-Engine": _header(audio.engine),

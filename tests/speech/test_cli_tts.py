@@ -77,9 +77,9 @@ def test_piper_without_a_model_says_why_it_fell_back(
 
     if "piper_model" not in Settings.model_fields:
         # Until Settings has the field, the environment variable is ignored: no model is configured.
-        expected = "no Piper voice model configured"
+        expected = "chưa cấu hình mô hình giọng Piper"
     else:
-        expected = "does not exist"
+        expected = "không tồn tại"
     assert main(["tts", "say", "Xin chào.", "-o", str(tmp_path / "p.mp3"), "--engine", "piper"]) == 0
     out = capsys.readouterr().out
     assert "espeak; dự phòng: piper: " in out and expected in out

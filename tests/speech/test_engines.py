@@ -176,7 +176,7 @@ def test_espeak_rejects_bad_voice_rate_and_pitch() -> None:
     """Unknown voices and out-of-range rate or pitch are ValueErrors naming the problem."""
     with pytest.raises(UnknownVoiceError, match="vi-vn-x-central"):
         EspeakEngine().synthesize("Xin chào.", voice="en", rate=150)
-    with pytest.raises(ValueError, match="rate"):
+    with pytest.raises(ValueError, match="tốc độ"):
         EspeakEngine().synthesize("Xin chào.", voice="vi", rate=5)
     with pytest.raises(ValueError, match="pitch"):
         EspeakEngine(pitch=101)
@@ -234,7 +234,7 @@ def test_gtts_times_out_on_a_peer_that_never_answers(
     """A connected but silent endpoint makes gTTS fail within about the timeout, not hang."""
     point_gtts_at(monkeypatch, silent_server.port)
     start = time.monotonic()
-    with pytest.raises(EngineUnavailableError, match="chunk 1/1"):
+    with pytest.raises(EngineUnavailableError, match="đoạn 1/1"):
         GttsEngine(timeout_s=0.5).synthesize("Xin chào bà con.", voice="vi", rate=150)
     assert time.monotonic() - start < 5
     assert silent_server.connections  # it really did reach the endpoint
@@ -357,7 +357,7 @@ def test_piper_voice_and_rate_are_caller_mistakes(piper_model: Path) -> None:
     assert engine.voices == ("default",)
     with pytest.raises(UnknownVoiceError, match="default"):
         engine.synthesize("Hello.", voice="nobody", rate=150)
-    with pytest.raises(ValueError, match="rate"):
+    with pytest.raises(ValueError, match="tốc độ"):
         engine.synthesize("Hello.", voice="default", rate=10)
     assert engine.synthesize("  ", voice="default", rate=150).duration_seconds == 0
 
@@ -373,11 +373,11 @@ def test_piper_identity_follows_the_model_file(piper_model: Path, tmp_path: Path
 
 
 @pytest.mark.parametrize("setup,reason", [
-    ("unset", "no Piper voice model configured"),
-    ("missing", "does not exist"),
-    ("no-config", "config .* is missing"),
-    ("corrupt", "cannot load Piper voice model"),
-    ("bad-config", "config .* is unreadable"),
+    ("unset", "chưa cấu hình mô hình giọng Piper"),
+    ("missing", "không tồn tại"),
+    ("no-config", "thiếu tệp cấu hình giọng Piper"),
+    ("corrupt", "không nạp được mô hình giọng Piper"),
+    ("bad-config", "không đọc được tệp cấu hình giọng Piper"),
 ])
 def test_piper_problems_fall_back_to_espeak_with_the_reason(tmp_path: Path, setup: str, reason: str) -> None:
     """No model, a missing file, no config, a corrupt model or config: espeak speaks and the reason says why."""
@@ -403,7 +403,7 @@ def test_piper_problems_fall_back_to_espeak_with_the_reason(tmp_path: Path, setu
 
 def test_piper_missing_program_is_unavailable(piper_model: Path, tmp_path: Path) -> None:
     """A piper_binary that does not exist is EngineUnavailableError naming it (so espeak stands in)."""
-    with pytest.raises(EngineUnavailableError, match="not found"):
+    with pytest.raises(EngineUnavailableError, match="không tìm thấy"):
         PiperEngine(piper_model, binary=str(tmp_path / "no-piper")).synthesize("Hello.", voice="vi", rate=150)
 
 
@@ -412,7 +412,7 @@ def test_piper_program_failure_is_a_speech_error(piper_model: Path, tmp_path: Pa
     fake = tmp_path / "piper"
     fake.write_text("#!/bin/sh\necho 'voice exploded' >&2\nexit 3\n")
     fake.chmod(0o755)
-    with pytest.raises(SpeechError, match="status 3: voice exploded"):
+    with pytest.raises(SpeechError, match="mã lỗi 3: voice exploded"):
         PiperEngine(piper_model, binary=str(fake)).synthesize("Hello.", voice="vi", rate=150)
 
 
@@ -428,3 +428,28 @@ def test_piper_voice_names_come_from_the_model_speakers(piper_model: Path, tmp_p
     assert engine.synthesize("Hello.", voice="nam", rate=150).duration_seconds > 0.2
     with pytest.raises(UnknownVoiceError, match="bac, nam"):
         engine.synthesize("Hello.", voice="trung", rate=150)
+
+
+def test_the_system_espeak_ng_is_preferred_over_the_wheel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A system libespeak-ng, when one exists, is loaded before the espeakng-loader wheel; else the wheel."""
+    import types
+
+    from radio.speech import engines
+
+    wheel_lib = tmp_path / "libespeak-ng.so.wheel"
+    wheel_lib.write_bytes(b"")
+    fake_wheel = types.SimpleNamespace(get_library_path=lambda: str(wheel_lib),
+                                       get_data_path=lambda: str(tmp_path / "espeak-ng-data"))
+    monkeypatch.setitem(sys.modules, "espeakng_loader", fake_wheel)
+
+    monkeypatch.setattr(engines.ctypes.util, "find_library",
+                        lambda name: "libespeak-ng.so.1" if name == "espeak-ng" else None)
+    assert [c[0] for c in engines._espeak_candidates()] == ["system", "wheel"]
+    assert engines._locate_espeak() == ("libespeak-ng.so.1", None)  # the system library finds its own data
+
+    monkeypatch.setattr(engines.ctypes.util, "find_library", lambda name: None)
+    assert engines._locate_espeak() == (str(wheel_lib), str(tmp_path / "espeak-ng-data").encode())
+
+    monkeypatch.setitem(sys.modules, "espeakng_loader", None)  # neither: a clear, Vietnamese error
+    with pytest.raises(EngineUnavailableError, match="không tìm thấy espeak-ng"):
+        engines._locate_espeak()

@@ -218,12 +218,12 @@ def test_deleted_audio_is_made_again(settings: Settings, store: AudioStore) -> N
 
 
 @pytest.mark.parametrize("texts,message", [
-    ([""], "empty"),
-    (["   \n\t "], "empty"),
-    (["Xin chào.", " "], "bulletin 2 is empty"),
-    ([], "no bulletin"),
-    (["a" * 101], "101 characters"),
-    (["!!! ...\n\n***"], "nothing to speak"),
+    ([""], "không có nội dung"),
+    (["   \n\t "], "không có nội dung"),
+    (["Xin chào.", " "], "bản tin 2 không có nội dung"),
+    ([], "chưa có nội dung bản tin"),
+    (["a" * 101], "dài 101 ký tự"),
+    (["!!! ...\n\n***"], "không có gì để đọc"),
 ])
 def test_prepare_rejects_bad_text(tmp_path: Path, texts: list[str], message: str) -> None:
     """Empty, whitespace-only, missing and over-long bulletins are ValueErrors naming the problem."""
@@ -347,7 +347,7 @@ def test_prepare_uploaded_normalises_and_stores(
 @pytest.mark.parametrize("junk", [b"", b"<html><body>not audio</body></html>", b"%PDF-1.4 " + bytes(100)])
 def test_prepare_uploaded_rejects_non_audio(settings: Settings, store: AudioStore, junk: bytes) -> None:
     """Empty or non-audio uploads are ValueErrors with a clear message, and nothing is stored."""
-    with pytest.raises(ValueError, match="empty|audio") as info:
+    with pytest.raises(ValueError, match="trống|audio") as info:
         prepare_uploaded(junk, settings, store)
     assert junk == b"" or isinstance(info.value, AudioDecodeError)
     assert not store.root.exists() or not any(store.root.rglob("*.mp3"))
@@ -464,7 +464,7 @@ def test_playlist_falls_back_per_part_and_asks_a_failed_engine_once(
     result = prepare_playlist(parts, settings, store=store, progress=lambda d, t: calls.append((d, t)))
     assert engines["broken"].calls == 1
     assert result.engine == "espeak+alpha"
-    assert result.fallback_reason == "broken: service down (bulletins 1, 3)"
+    assert result.fallback_reason == "broken: service down (bản tin 1, 3)"
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
     # The stand-in is also cached as what it really is: espeak (south voice) for parts 1 and 3.
     real = [SpeechPart("Một. Hai.", engine="espeak", voice="vi-vn-x-south"), SpeechPart("Ba.", engine="alpha"),
@@ -499,19 +499,19 @@ def test_progress_restarts_at_the_failed_part(settings: Settings, store: AudioSt
     finally:
         unregister_engine("flaky")
     assert calls == [(1, 3), (2, 3), (2, 3), (3, 3)]
-    assert result.engine == "espeak" and result.fallback_reason == "flaky: lost connection (bulletin 2)"
+    assert result.engine == "espeak" and result.fallback_reason == "flaky: lost connection (bản tin 2)"
 
 
 def test_playlist_rejects_bad_parts_before_speaking(
     settings: Settings, store: AudioStore, engines: dict[str, Any],
 ) -> None:
     """An empty part or an unknown engine anywhere in the playlist fails before any synthesis."""
-    with pytest.raises(BulletinTextError, match="bulletin 2 is empty"):
+    with pytest.raises(BulletinTextError, match="bản tin 2 không có nội dung"):
         prepare_playlist([SpeechPart("Xin chào.", engine="alpha"), SpeechPart("  ")], settings, store=store)
     with pytest.raises(UnknownEngineError):
         prepare_playlist([SpeechPart("Xin chào.", engine="alpha"), SpeechPart("Hi.", engine="nope")], settings,
                          store=store)
-    with pytest.raises(BulletinTextError, match="no bulletin"):
+    with pytest.raises(BulletinTextError, match="chưa có nội dung bản tin"):
         prepare_playlist([], settings, store=store)
     assert engines["alpha"].calls == []
 
@@ -522,5 +522,5 @@ def test_piper_without_a_model_falls_back_and_records_why(settings: Settings, st
     result = prepare_speech(["Xin chào bà con."], site, engine="piper", store=store)
     assert result.engine == "espeak"
     assert result.fallback_reason is not None
-    assert result.fallback_reason.startswith("piper: ") and "does not exist" in result.fallback_reason
+    assert result.fallback_reason.startswith("piper: ") and "không tồn tại" in result.fallback_reason
     assert prepare_speech(["Xin chào bà con."], site, engine="piper", store=store).cached

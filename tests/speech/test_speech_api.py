@@ -159,7 +159,7 @@ def test_malformed_local_file_is_reported_and_not_overwritten(client: TestClient
     assert body["problem"] is not None and ":2:" in body["problem"]
     assert body["version"] == default_lexicon().version
     response = client.post("/api/v1/lexicon", json={"written": "TDP", "spoken": "tổ dân phố"})
-    assert response.status_code == 409 and "fix or remove" in response.json()["detail"]
+    assert response.status_code == 409 and "sửa hoặc xóa" in response.json()["detail"]
     assert path.read_text(encoding="utf-8") == "KP\tkhu phố\nno tab here\n"
 
 
@@ -241,7 +241,7 @@ def test_preview_reports_a_fallback_in_an_ascii_header(client: TestClient, setti
     raw = response.headers["X-Audio-Fallback"]
     assert raw.isascii() and "%E1%BB%8D" in raw  # "ọ" of "giọng", UTF-8 percent-encoded
     reason = unquote(raw)
-    assert reason.startswith("piper: ") and "giọng" in reason and "does not exist" in reason
+    assert reason.startswith("piper: ") and "giọng" in reason and "không tồn tại" in reason
 
 
 @pytest.mark.parametrize("body,field", [
@@ -261,3 +261,44 @@ def test_preview_rejects_bad_requests_with_422_naming_the_field(
     response = client.post("/api/v1/tts/preview", json=body)
     assert response.status_code == 422, response.json() if response.status_code != 200 else "audio"
     assert error_fields(response) == [field]
+
+
+def test_lexicon_changes_are_recorded_in_the_audit_trail(client: TestClient) -> None:
+    """POST and DELETE /lexicon append audit records naming who, the action and the entry before and after."""
+    from radio.logbook import audit
+    from radio.web.speech_api import AUDIT_ENTITY
+
+    assert client.post("/api/v1/lexicon", json={"written": "BQLDA", "spoken": "ban quản lý dự án"}).status_code == 200
+    assert client.post("/api/v1/lexicon", json={"written": "UBND", "spoken": "ủy ban"}).status_code == 200
+    assert client.delete("/api/v1/lexicon/BQLDA").status_code == 204
+    assert client.delete("/api/v1/lexicon/UBND").status_code == 204
+    assert client.delete("/api/v1/lexicon/KHÔNGCÓ").status_code == 404  # nothing changed: nothing recorded
+    service: Service = client.app.state.service  # type: ignore[attr-defined]
+    with service.factory() as session:
+        total, rows = audit.entries(session, entity_type=AUDIT_ENTITY, newest_first=False)
+        assert total == 4
+        assert {row.actor for row in rows} == {"r-admin"}
+        assert {row.action for row in rows} == {audit.SETTINGS_CHANGED}
+        changes = [(row.entity_id, row.before, row.after) for row in rows]
+        assert changes == [
+            ("BQLDA", None, {"written": "BQLDA", "spoken": "ban quản lý dự án", "source": "local"}),
+            ("UBND", {"written": "UBND", "spoken": "ủy ban nhân dân", "source": "shipped"},
+             {"written": "UBND", "spoken": "ủy ban", "source": "local"}),
+            ("BQLDA", {"written": "BQLDA", "spoken": "ban quản lý dự án", "source": "local"}, None),
+            ("UBND", {"written": "UBND", "spoken": "ủy ban", "source": "local"},
+             {"written": "UBND", "spoken": "ủy ban nhân dân", "source": "shipped"}),
+        ]
+        assert audit.verify(session).ok
+
+
+def test_user_facing_errors_are_vietnamese(client: TestClient, settings: Settings) -> None:
+    """The messages the console shows as they are (length, engine, unspeakable text, shipped entry) are Vietnamese."""
+    def detail(response: object) -> str:
+        return str(response.json()["detail"])  # type: ignore[attr-defined]
+
+    too_long = detail(client.post("/api/v1/tts/preview", json={"text": "a" * 2001}))
+    assert "dài 2.001 ký tự; giới hạn là 2.000 ký tự" in too_long
+    engine = detail(client.post("/api/v1/tts/preview", json={"text": "Xin chào.", "engine": "festival"}))
+    assert "không có bộ đọc 'festival'" in engine
+    assert "không có gì để đọc" in detail(client.post("/api/v1/tts/preview", json={"text": "!!! ..."}))
+    assert "mục có sẵn" in detail(client.delete("/api/v1/lexicon/UBND"))
