@@ -84,8 +84,21 @@ class Plan:
     zone_ids: Sequence[str] = ()  # zones and groups both empty = the whole ward
     group_ids: Sequence[str] = ()
     slot_id: str | None = None
+    segment_id: str | None = None  # the slot's; else that of its first bulletin with one (emergency → Khẩn cấp)
     external_id: str | None = None
     valid_until: dt.datetime | None = None
+
+    def stored_segment(self) -> str | None:
+        if self.segment_id or self.slot_id:
+            return self.segment_id
+        return next((i.bulletin.segment_id for i in self.items if i.bulletin is not None and i.bulletin.segment_id),
+                    None)
+
+    def stored_targets(self) -> dict[str, list[str]] | None:
+        """Whom a broadcast outside the schedule was for; a slot's are read with its segment (radio.models)."""
+        if self.slot_id:
+            return None
+        return {"zones": sorted(self.zone_ids), "groups": sorted(self.group_ids), "reach": sorted(self.zone_ids)}
 
     @classmethod
     def of_bulletins(cls, bulletins: Sequence[Bulletin], **kw: object) -> Plan:
@@ -143,7 +156,7 @@ class Broadcaster:
             plan = Plan(
                 occurrence_key=occurrence_key(slot_id, scheduled_at), kind="scheduled", title=slot.name,
                 priority=slot.priority, scheduled_at=scheduled_at, items=items, zone_ids=slot.zone_ids,
-                group_ids=slot.group_ids, slot_id=slot.id,
+                group_ids=slot.group_ids, slot_id=slot.id, segment_id=slot.segment_id,
             )
         return self.air(plan)
 
@@ -196,8 +209,10 @@ class Broadcaster:
     def _claim(self, plan: Plan) -> int | None:
         try:
             with transaction(self.factory) as session:
+                # What it is when it fires (segment, targets) is stored with it: reports never look at the slot again.
                 row = Broadcast(
-                    occurrence_key=plan.occurrence_key, slot_id=plan.slot_id, kind=plan.kind, title=plan.title,
+                    occurrence_key=plan.occurrence_key, slot_id=plan.slot_id, segment_id=plan.stored_segment(),
+                    targets=plan.stored_targets(), kind=plan.kind, title=plan.title,
                     priority=plan.priority, scheduled_at=plan.scheduled_at, fired_at=utcnow(),
                     status=BroadcastStatus.PREPARING, external_id=plan.external_id,
                 )

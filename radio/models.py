@@ -30,8 +30,10 @@ from sqlalchemy import (
     Time,
     TypeDecorator,
     UniqueConstraint,
+    event,
+    select,
 )
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -287,7 +289,12 @@ class Broadcast(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     occurrence_key: Mapped[str] = mapped_column(String(200), unique=True)
-    slot_id: Mapped[str | None] = mapped_column(ForeignKey("slots.id", ondelete="SET NULL"), index=True)
+    # No foreign key: a slot deleted later keeps its past broadcasts linked to it (docs/audit.md, *Stable history*).
+    slot_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # What the occurrence was when it fired, so later edits of the slot do not rewrite past reports:
+    # its segment (chuyên mục) and whom it was for ({"zones": [...], "groups": [...], "reach": [zones]}).
+    segment_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    targets: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     kind: Mapped[str] = mapped_column(String(16))  # scheduled | emergency | manual | demo
     priority: Mapped[str] = mapped_column(String(16), default=Priority.NORMAL)
     title: Mapped[str] = mapped_column(String(300))
@@ -409,3 +416,30 @@ class NodeCredential(Base):
     node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
     password_hash: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+def slot_snapshot(conn: Connection, slot_id: str) -> tuple[str | None, dict[str, Any] | None]:
+    """(segment, targets) of a slot as stored now, read with Core on ``conn``; (None, None) if it is gone."""
+    slots, targets = Slot.__table__.c, SlotTarget.__table__.c
+    groups, members, nodes = SlotGroupTarget.__table__.c, NodeGroupMember.__table__.c, Node.__table__.c
+    found = conn.execute(select(slots.segment_id).where(slots.id == slot_id)).first()
+    if found is None:
+        return None, None
+    zones = sorted(conn.scalars(select(targets.zone_id).where(targets.slot_id == slot_id)))
+    group_ids = sorted(conn.scalars(select(groups.group_id).where(groups.slot_id == slot_id)))
+    reach = set(zones)
+    if group_ids:
+        reach |= set(conn.scalars(select(nodes.zone_id).where(
+            nodes.id.in_(select(members.node_id).where(members.group_id.in_(group_ids))))))
+    return found[0], {"zones": zones, "groups": group_ids, "reach": sorted(reach)}
+
+
+@event.listens_for(Broadcast, "before_insert")
+def _snapshot_slot(_mapper: Any, conn: Connection, target: Broadcast) -> None:
+    """Every broadcast of a slot (aired, or recorded missed by any code path) stores the slot as it was."""
+    if target.slot_id and (target.segment_id is None or target.targets is None):
+        segment_id, targets = slot_snapshot(conn, target.slot_id)
+        if target.segment_id is None:
+            target.segment_id = segment_id
+        if target.targets is None:
+            target.targets = targets

@@ -10,10 +10,12 @@ Coverage of a broadcast = clusters that played it fully / clusters it was sent t
 as *played fully* when the node reported ``finished``, its reason does not say it was preempted, and
 the seconds it reports playing reach the audio's duration within max(1 s, 2 %).
 
-Reconciliation: every occurrence of every enabled slot in the period (expanded with
-:func:`radio.schedule.recurrence.occurrences`), matched to its broadcast by occurrence key, classified
-as one :class:`Category`; broadcasts that match no planned occurrence (emergencies, manual, demo, or a
-slot changed since) are listed too with ``planned = False``. See docs/audit.md.
+Reconciliation: every stored broadcast of the period as it was when it fired (a scheduled one is a planned
+occurrence; emergencies, manual and demo broadcasts are listed with ``planned = False``), plus the
+occurrences of the enabled slots (expanded with :func:`radio.schedule.recurrence.occurrences`) that have no
+row, from each slot's last change on; each classified as one :class:`Category`, filtered by zone, segment,
+priority and outcome, and paged. Past periods do not change when slots do (:func:`record_unaired`,
+docs/audit.md *Stable history*).
 """
 
 from __future__ import annotations
@@ -54,20 +56,29 @@ _PREEMPTED_WORD = "preempted"
 _APPROVAL_WORDS = ("phê duyệt", "approv")
 MAX_DAYS = 3700  # about ten years: a longer period is a typo
 MAX_LIMIT = 1000
+MIN_YEAR, MAX_YEAR = 2000, 2100  # a report's dates; beyond them datetime arithmetic overflows (year 1 or 9999)
+MAX_RECON_LIMIT = 10_000
 
 
 # periods ---------------------------------------------------------------------------------------------
 def parse_date(value: str | dt.date, name: str = "ngày") -> dt.date:
-    """``2024-09-15`` or ``15/09/2024`` → a date; anything else → InvalidInput in Vietnamese."""
+    """``2024-09-15`` or ``15/09/2024`` → a date in years 2000–2100; anything else → InvalidInput in Vietnamese."""
     if isinstance(value, dt.date):
-        return value
+        return _in_range(value, name)
     text = str(value).strip()
     for fmt in ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y"):
         try:
-            return dt.datetime.strptime(text, fmt).date()
+            return _in_range(dt.datetime.strptime(text, fmt).date(), name)
         except ValueError:
             continue
     raise InvalidInput(f"ngày không hợp lệ {text!r} (dùng dạng 2024-09-15 hoặc 15/09/2024)", where=name)
+
+
+def _in_range(day: dt.date, name: str) -> dt.date:
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise InvalidInput(f"ngày {day:%d/%m/%Y} nằm ngoài khoảng cho phép (năm {MIN_YEAR} đến năm {MAX_YEAR})",
+                           where=name)
+    return day
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,8 @@ class Period:
     tz: dt.tzinfo
 
     def __post_init__(self) -> None:
+        _in_range(self.first, "from")
+        _in_range(self.last, "to")
         if self.last < self.first:
             raise InvalidInput(f"ngày kết thúc {self.last:%d/%m/%Y} trước ngày bắt đầu {self.first:%d/%m/%Y}",
                                where="--to")
@@ -158,6 +171,7 @@ class BroadcastRow:
     preempted: bool
     deliveries: list[DeliveryRow] = field(default_factory=list)
     text: str | None = None
+    targets: dict[str, Any] | None = None  # whom the slot was for when it fired (zones, groups, reach)
 
 
 @dataclass
@@ -274,7 +288,8 @@ def _deliveries(session: Session, broadcast_ids: Sequence[int], instants: bool =
 
 def _row(b: Broadcast, rows: Sequence[DeliveryRecord], look: _Names,
          commands: dict[str, tuple[dt.datetime | None, float | None]], zone: str | None, with_text: bool) -> BroadcastRow:
-    segment_id = look.slot_segments.get(b.slot_id) if b.slot_id else None
+    # The segment stored when it fired; rows older than migration 0007 of a slot deleted since have none.
+    segment_id = b.segment_id or (look.slot_segments.get(b.slot_id) if b.slot_id else None)
     parts = len({part for _, _, part, *_ in rows})
     deliveries: list[DeliveryRow] = []
     for _, node_id, part, command_id, state, reason, issued, received, ready, started, finished, played in rows:
@@ -300,7 +315,7 @@ def _row(b: Broadcast, rows: Sequence[DeliveryRecord], look: _Names,
         duration_s=b.duration_s, targeted=targeted, played_fully=fully,
         coverage=(fully / targeted) if targeted else None, airtime_s=airtime,
         preempted=is_preempted(b.reason) or any(d.preempted for d in deliveries), deliveries=deliveries,
-        text=b.text if with_text else None,
+        text=b.text if with_text else None, targets=b.targets,
     )
 
 
@@ -356,7 +371,8 @@ def _where(query: Select[Any], *, period: Period | None, zone: str | None, segme
                                + ", ".join(p.value for p in Priority), where="priority")
         query = query.where(Broadcast.priority == priority)
     if segment:
-        query = query.where(Broadcast.slot_id.in_(select(Slot.id).where(Slot.segment_id == segment)))
+        query = query.where(or_(Broadcast.segment_id == segment, and_(
+            Broadcast.segment_id.is_(None), Broadcast.slot_id.in_(select(Slot.id).where(Slot.segment_id == segment)))))
     if outcome:
         if outcome not in OUTCOMES:
             raise InvalidInput(f"kết quả không hợp lệ {outcome!r}; chọn một trong: {', '.join(OUTCOMES)}",
@@ -400,7 +416,7 @@ def query(session: Session, *, period: Period | None = None, zone: str | None = 
     order = (Broadcast.scheduled_at.desc(), Broadcast.id.desc()) if newest_first else (
         Broadcast.scheduled_at.asc(), Broadcast.id.asc())
     rows = list(session.scalars(select(Broadcast).where(Broadcast.id.in_(ids)).order_by(*order).limit(limit).offset(offset)))
-    look = _Names(session, slot_ids=[b.slot_id for b in rows if b.slot_id])
+    look = _Names(session, slot_ids=[b.slot_id for b in rows if b.slot_id and not b.segment_id])
     return Page(total=total, limit=limit, offset=offset,
                 items=_rows(session, rows, look, zone, with_text, with_deliveries))
 
@@ -413,7 +429,7 @@ def broadcasts_in(session: Session, period: Period, *, with_text: bool = False,
         .order_by(Broadcast.scheduled_at, Broadcast.id)
     ))
     if look is None:
-        look = _Names(session, slot_ids=[b.slot_id for b in rows if b.slot_id])
+        look = _Names(session, slot_ids=[b.slot_id for b in rows if b.slot_id and not b.segment_id])
     return _rows(session, rows, look, None, with_text)
 
 
@@ -421,7 +437,7 @@ def broadcasts_in(session: Session, period: Period, *, with_text: bool = False,
 class Category(enum.StrEnum):
     AIRED = "aired"  # every cluster played it fully
     PARTIAL = "partial"  # played, but not fully on every cluster
-    PREEMPTED = "preempted"  # stopped by an emergency broadcast
+    PREEMPTED = "preempted"  # stopped by a higher-priority broadcast (an emergency, or a priority bulletin)
     MISSED = "missed"  # the service did not fire it (down past the grace period, or no record at all)
     NOT_APPROVED = "not_approved"  # refused: content not approved
     NOT_AIRED = "not_aired"  # refused for another reason (no content, no clusters in the zone)
@@ -435,6 +451,16 @@ CATEGORY_VI = {
     Category.MISSED: "bị lỡ", Category.NOT_APPROVED: "chưa được phê duyệt", Category.NOT_AIRED: "không phát",
     Category.FAILED: "lỗi", Category.IN_PROGRESS: "đang phát", Category.FUTURE: "chưa đến giờ",
 }
+PREEMPTED_BY_PRIORITY_VI = "bị ngắt do bản tin ưu tiên"  # a node's reason "preempted by priority command …"
+
+
+def category_vi(category: Category, reason: str | None) -> str:
+    """The category in Vietnamese; a broadcast cut off by a *priority* (not emergency) bulletin says so."""
+    if category == Category.PREEMPTED and "preempted by priority" in (reason or "").lower():
+        return PREEMPTED_BY_PRIORITY_VI
+    return CATEGORY_VI[category]
+
+
 NOT_AIRED_FULLY = frozenset({Category.PARTIAL, Category.PREEMPTED, Category.MISSED, Category.NOT_APPROVED,
                              Category.NOT_AIRED, Category.FAILED})
 NOT_AIRED_AT_ALL = NOT_AIRED_FULLY - {Category.PARTIAL}
@@ -478,7 +504,7 @@ def classify(row: BroadcastRow) -> tuple[Category, str | None]:
 class ReconRow:
     scheduled_at: dt.datetime
     local_time: str  # dd/mm/yyyy HH:MM in the site's zone
-    planned: bool  # an occurrence of an enabled slot (False: emergency, manual, or a slot changed since)
+    planned: bool  # an occurrence of a slot (stored: a scheduled broadcast); False: emergency, manual, demo
     slot_id: str | None
     title: str
     segment_id: str | None
@@ -522,50 +548,132 @@ class Reconciliation:
         found = Counter(r.category.value for r in self.rows)
         return {c.value: found.get(c.value, 0) for c in Category}
 
-    def as_dict(self) -> dict[str, Any]:
+    @property
+    def total(self) -> int:
+        return len(self.rows)
+
+    def page(self, limit: int | None = None, offset: int = 0) -> list[ReconRow]:
+        """Rows from ``offset``, at most ``limit`` (None: all); ``total`` and ``counts`` stay over every row."""
+        if limit is not None and not 1 <= limit <= MAX_RECON_LIMIT:
+            raise InvalidInput(f"limit phải từ 1 đến {MAX_RECON_LIMIT}", where="limit")
+        if offset < 0:
+            raise InvalidInput("offset không được âm", where="offset")
+        return self.rows[offset:] if limit is None else self.rows[offset:offset + limit]
+
+    def as_dict(self, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+        """``total`` rows (``counts`` over all of them), of which ``rows`` from ``offset``, at most ``limit``."""
+        shown = self.page(limit, offset)
         return {"period": self.period.as_dict(), "generated_at": self.generated_at, "counts": self.counts,
-                "categories_vi": {c.value: CATEGORY_VI[c] for c in Category},
-                "rows": [r.as_dict() for r in self.rows]}
+                "categories_vi": {c.value: CATEGORY_VI[c] for c in Category}, "total": len(self.rows),
+                "limit": limit, "offset": offset, "rows": [r.as_dict() for r in shown]}
 
 
-def _created_at(session: Session) -> dict[str, dt.datetime]:
-    """When each slot was created, from the audit trail: earlier occurrences were never planned."""
-    from radio.logbook.audit import SLOT_CREATED, AuditEntry
+def _planned_since(session: Session) -> dict[str, dt.datetime]:
+    """Per slot, from when its current rule plans occurrences that have no stored row.
 
-    query = (select(AuditEntry.entity_id, func.min(AuditEntry.at))
-             .where(AuditEntry.action == SLOT_CREATED, AuditEntry.entity_type == "slot")
+    The slot's last ``slot.created`` / ``slot.updated`` audit entry (earlier occurrences were never planned,
+    or were recorded by :func:`record_unaired` before the change); a slot changed only outside the API
+    has none: then its first stored broadcast (before it, nothing ever ran it).
+    """
+    from radio.logbook.audit import SLOT_CREATED, SLOT_UPDATED, AuditEntry
+
+    query = (select(AuditEntry.entity_id, func.max(AuditEntry.at))
+             .where(AuditEntry.action.in_([SLOT_CREATED, SLOT_UPDATED]), AuditEntry.entity_type == "slot")
              .group_by(AuditEntry.entity_id))
-    return {str(slot_id): at for slot_id, at in session.execute(query) if slot_id is not None}
+    since = {str(slot_id): at for slot_id, at in session.execute(query) if slot_id is not None}
+    unaudited = set(session.scalars(select(Slot.id))) - since.keys()
+    if unaudited:
+        first = select(Broadcast.slot_id, func.min(Broadcast.scheduled_at)).where(Broadcast.slot_id.is_not(None))
+        if len(unaudited) <= MAX_LIMIT:
+            first = first.where(Broadcast.slot_id.in_(sorted(unaudited)))
+        since.update({str(slot_id): at for slot_id, at in session.execute(first.group_by(Broadcast.slot_id))
+                      if slot_id in unaudited})
+    return since
+
+
+def record_unaired(session: Session, slot_ids: Collection[str], *, tz: dt.tzinfo, grace_s: float = 300,
+                   now: dt.datetime | None = None, lookback: dt.timedelta = dt.timedelta(days=7)) -> int:
+    """Store a ``missed`` row for each past occurrence of these slots that has none; call before changing them.
+
+    After a slot is deleted, disabled, re-segmented or rescheduled its past must not change: aired
+    occurrences already carry what they were (segment, targets); this records the ones that left no
+    row (the service was down and never caught up), as the slot is now, so that past periods are
+    described by stored rows alone. Occurrences within ``grace_s`` of ``now`` may still fire: left alone.
+    A slot never run and never audited is looked at over ``lookback`` only. Returns the rows added.
+    """
+    now = now or utcnow()
+    until = now - dt.timedelta(seconds=grace_s)
+    since_of = _planned_since(session)
+    added = 0
+    for slot_id in sorted(set(slot_ids)):
+        slot = session.get(Slot, slot_id)
+        if slot is None or not slot.enabled:
+            continue
+        since = since_of.get(slot_id) or (now - lookback)
+        if since >= until:
+            continue
+        keys = {occurrence_key(slot_id, at): at for at in occurrences(SlotRule.from_slot(slot), since, until, tz)}
+        if not keys:
+            continue
+        stored = set(session.scalars(select(Broadcast.occurrence_key).where(
+            Broadcast.slot_id == slot_id, Broadcast.scheduled_at >= since, Broadcast.scheduled_at < until)))
+        for key, at in keys.items():
+            if key in stored:
+                continue
+            session.add(Broadcast(occurrence_key=key, slot_id=slot_id, kind="scheduled", title=slot.name,
+                                  priority=slot.priority, scheduled_at=at, status=BroadcastStatus.MISSED,
+                                  reason=NO_RECORD_REASON, completed_at=now))
+            added += 1
+    if added:
+        session.flush()
+    return added
+
+
+def _parse_choices(value: str | None, allowed: Collection[str], where: str, what: str) -> set[str]:
+    if not value:
+        return set()
+    chosen = {v.strip() for v in value.split(",") if v.strip()}
+    wrong = sorted(chosen - set(allowed))
+    if wrong:
+        raise InvalidInput(f"{what} không hợp lệ {', '.join(repr(w) for w in wrong)}; chọn một hoặc nhiều "
+                           f"(cách nhau bằng dấu phẩy) trong: {', '.join(allowed)}", where=where)
+    return chosen
+
+
+PRIORITIES = tuple(p.value for p in Priority)
+CATEGORIES = tuple(c.value for c in Category)
 
 
 def reconcile(session: Session, period: Period, *, now: dt.datetime | None = None, grace_s: float = 300,
-              zone: str | None = None, segment: str | None = None, with_text: bool = False) -> Reconciliation:
+              zone: str | None = None, segment: str | None = None, priority: str | None = None,
+              outcome: str | None = None, with_text: bool = False) -> Reconciliation:
     """Every planned occurrence in the period with what happened, plus unplanned broadcasts.
 
-    Occurrences come from the slots as they are now (enabled ones only); one before the slot's
-    ``slot.created`` audit entry is skipped. With ``zone``, rows are those playing on that TDP and are
-    classified by that TDP's clusters only.
+    Past occurrences are the stored broadcast rows: each scheduled one is a planned occurrence, with the
+    segment and targets its slot had when it fired (so deleting or editing a slot later changes nothing).
+    Occurrences without a row come from the enabled slots as they are now, from the slot's last change
+    on (see :func:`_planned_since`; :func:`record_unaired` stores the older ones before a change).
+    With ``zone``, rows are those playing on that TDP and are classified by that TDP's clusters only.
+    ``priority`` (normal, priority, emergency) and ``outcome`` (a :class:`Category`; several separated by
+    commas) keep only matching rows; ``counts`` then counts those.
     """
+    priorities = _parse_choices(priority, PRIORITIES, "priority", "mức ưu tiên")
+    categories = _parse_choices(outcome, CATEGORIES, "outcome", "kết quả")
     now = now or utcnow()
     tz = period.tz
     look = _Lookup(session)
-    created = _created_at(session)
+    since_of = _planned_since(session)
     broadcasts = {b.occurrence_key: b for b in broadcasts_in(session, period, with_text=with_text, look=look)}
     rows: list[ReconRow] = []
-    used: set[str] = set()
     for slot in sorted(look.slots.values(), key=lambda s: s.id):
         whole, reach = look.reach(slot)
         if not slot.enabled or (segment and slot.segment_id != segment) or (zone and not whole and zone not in reach):
             continue
-        since = created.get(slot.id)
+        since = since_of.get(slot.id)
         for at in occurrences(SlotRule.from_slot(slot), period.start, period.end, tz):
-            if since is not None and at < since:
+            if occurrence_key(slot.id, at) in broadcasts:  # listed below, as it was when it fired
                 continue
-            key = occurrence_key(slot.id, at)
-            b = broadcasts.get(key)
-            if b is not None:
-                used.add(key)
-                rows.append(_recon_row(b, tz, zone, planned=True, slot=slot, look=look))
+            if since is not None and at < since:
                 continue
             if at > now:
                 category, reason = Category.FUTURE, None
@@ -581,32 +689,41 @@ def reconcile(session: Session, period: Period, *, now: dt.datetime | None = Non
                 reach_zones=reach, category=category, category_vi=CATEGORY_VI[category], reason=reason,
                 broadcast_id=None, status=None, targeted=0, played_fully=0, coverage=None, airtime_s=0.0,
             ))
-    for key, b in broadcasts.items():
-        if key in used or (segment and b.segment_id != segment):
+    for b in broadcasts.values():
+        if segment and b.segment_id != segment:
             continue
         owner = look.slots.get(b.slot_id) if b.slot_id else None
-        row = _recon_row(b, tz, zone, planned=False, slot=owner, look=look)
-        reaches_zone = bool(row.broadcast and row.broadcast.deliveries) or (
-            owner is not None and (row.whole_ward or zone in row.reach_zones))
-        if zone and not reaches_zone:
+        row = _recon_row(b, tz, zone, slot=owner, look=look)
+        if zone and not row.targets_zone(zone):
             continue
         rows.append(row)
+    if priorities:
+        rows = [r for r in rows if r.priority in priorities]
+    if categories:
+        rows = [r for r in rows if r.category.value in categories]
     rows.sort(key=lambda r: (r.scheduled_at, r.slot_id or "", r.broadcast_id or 0))
     return Reconciliation(period=period, generated_at=now, rows=rows)
 
 
-def _recon_row(b: BroadcastRow, tz: dt.tzinfo, zone: str | None, *, planned: bool, slot: Slot | None,
-               look: _Lookup) -> ReconRow:
+def _recon_row(b: BroadcastRow, tz: dt.tzinfo, zone: str | None, *, slot: Slot | None, look: _Lookup) -> ReconRow:
+    """A stored broadcast as a reconciliation row; a scheduled one was a planned occurrence when it fired."""
     shown = _subset(b, [d for d in b.deliveries if d.zone_id == zone]) if zone else b
     category, reason = classify(shown)
-    whole, reach = look.reach(slot)
+    if b.targets is not None:  # as the slot was when it fired
+        zone_ids, group_ids = list(b.targets.get("zones", [])), list(b.targets.get("groups", []))
+        whole, reach = not zone_ids and not group_ids, list(b.targets.get("reach", []))
+    else:
+        whole, reach = look.reach(slot)
+        zone_ids, group_ids = (slot.zone_ids, slot.group_ids) if slot else ([], [])
     return ReconRow(
-        scheduled_at=b.scheduled_at, local_time=f"{b.scheduled_at.astimezone(tz):%d/%m/%Y %H:%M}", planned=planned,
+        scheduled_at=b.scheduled_at, local_time=f"{b.scheduled_at.astimezone(tz):%d/%m/%Y %H:%M}",
+        planned=b.kind == "scheduled" and b.slot_id is not None,
         slot_id=b.slot_id, title=b.title, segment_id=b.segment_id, segment_name=b.segment_name, kind=b.kind,
-        priority=b.priority, whole_ward=whole, zone_ids=slot.zone_ids if slot else [],
-        group_ids=slot.group_ids if slot else [], reach_zones=reach, category=category,
-        category_vi=CATEGORY_VI[category], reason=reason, broadcast_id=b.id, status=b.status, targeted=shown.targeted,
-        played_fully=shown.played_fully, coverage=shown.coverage, airtime_s=shown.airtime_s, broadcast=shown,
+        priority=b.priority, whole_ward=whole, zone_ids=zone_ids, group_ids=group_ids, reach_zones=reach,
+        category=category, category_vi=category_vi(category, reason), reason=reason, broadcast_id=b.id,
+        status=b.status,
+        targeted=shown.targeted, played_fully=shown.played_fully, coverage=shown.coverage, airtime_s=shown.airtime_s,
+        broadcast=shown,
     )
 
 

@@ -16,7 +16,8 @@ Definitions (also in docs/audit.md):
   TDP's clusters only; airtime of a segment = the sum over its broadcasts.
 * coverage % = clusters that played fully / clusters the broadcast was sent to, summed over the
   broadcasts that were sent (for a TDP: its clusters only).
-* planned = occurrences of enabled slots that were due in the period (future ones not counted).
+* planned = scheduled occurrences due in the period (future ones not counted): the stored broadcasts of
+  slots, under the segment they had when they fired, and occurrences of enabled slots that left no row.
 
 Every report carries the ward's name, the period, the time it was made (Asia/Ho_Chi_Minh) and the
 audit chain's head (``bản ghi #N, SHA-256 …``) with the result of verifying the chain at that moment.
@@ -46,9 +47,11 @@ from radio.logbook.asrun import (
     Period,
     Reconciliation,
     ReconRow,
+    category_vi,
     reconcile,
     zone_view,
 )
+from radio.logbook.labels import reason_vi
 from radio.models import Bulletin, Node, Segment, Zone, utcnow
 
 Format = Literal["pdf", "xlsx", "csv"]
@@ -64,6 +67,12 @@ SUBTITLE = "Hệ thống đài truyền thanh thông minh"
 EMERGENCY_KEY, OTHER_KEY = "_emergency", "_other"
 EMERGENCY_NAME, OTHER_NAME = "Phát khẩn cấp", "Ngoài chuyên mục"
 DUE = frozenset(Category) - {Category.FUTURE, Category.IN_PROGRESS}
+# The TDP table's last line adds up the TDPs: a broadcast on three TDPs counts (and its airtime adds) three times.
+ZONES_TOTAL = "Tổng (cộng theo từng tổ)"
+DOC_NUMBER = "Số:        /BC-UBND"
+ZONES_TOTAL_NOTE = ("Dòng «Tổng (cộng theo từng tổ)» cộng số liệu của các tổ: một lượt phát trên nhiều tổ được tính "
+                    "ở mỗi tổ, nên thời lượng và số lượt lớn hơn ở bảng theo chuyên mục.")
+EMERGENCY_SEGMENT_IDS = ("khan-cap",)  # radio.emergency.EMERGENCY_SEGMENT: the segment of emergency bulletins
 
 SEGMENT_HEADERS = ("Chuyên mục", "Lượt theo lịch", "Lượt đã phát", "Phát đầy đủ", "Thời lượng (phút)",
                    "Độ phủ (%)", "Không phát", "Phát một phần", "Lý do không phát / phát thiếu")
@@ -103,7 +112,8 @@ class Line:
     def reasons_text(self) -> str:
         return "; ".join(f"{why}: {n}" for why, n in self.reasons.most_common())
 
-    def add(self, category: Category, airtime_s: float, targeted: int, fully: int, planned: bool) -> None:
+    def add(self, category: Category, airtime_s: float, targeted: int, fully: int, planned: bool,
+            label: str | None = None) -> None:
         if planned and category in DUE:
             self.planned += 1
         if airtime_s > 0:
@@ -115,10 +125,10 @@ class Line:
         self.played_fully += fully
         if category in NOT_AIRED_AT_ALL:
             self.not_aired += 1
-            self.reasons[CATEGORY_VI[category]] += 1
+            self.reasons[label or CATEGORY_VI[category]] += 1
         elif category == Category.PARTIAL:
             self.partial += 1
-            self.reasons[CATEGORY_VI[category]] += 1
+            self.reasons[label or CATEGORY_VI[category]] += 1
 
     def merge(self, other: Line) -> None:
         for name in ("nodes", "planned", "aired", "aired_fully", "airtime_s", "targeted", "played_fully", "not_aired",
@@ -204,6 +214,7 @@ def build_report(session: Session, settings: Any, first: dt.date | str, last: dt
     period = Period.parse(first, last, settings.tz)
     now = now or utcnow()
     recon = reconcile(session, period, now=now, grace_s=getattr(settings, "misfire_grace_s", 300), with_text=True)
+    _emergencies_in_their_segment(session, recon)
     segments, segments_total = _by_segment(session, recon)
     zones, zones_total = _by_zone(session, recon)
     weeks, weekly = _weekly(recon, [s.name for s in segments])
@@ -217,6 +228,19 @@ def build_report(session: Session, settings: Any, first: dt.date | str, last: dt
     )
 
 
+def _emergencies_in_their_segment(session: Session, recon: Reconciliation) -> None:
+    """Emergencies stored without a segment go to the ward's emergency segment (Khẩn cấp) when it exists,
+    so the report does not show an empty «Khẩn cấp» line next to a separate «Phát khẩn cấp» one."""
+    segments = list(session.scalars(select(Segment).order_by(Segment.id)))
+    found = next((s for s in segments if s.id in EMERGENCY_SEGMENT_IDS), None) or next(
+        (s for s in segments if unicodedata.normalize("NFC", s.name).strip().casefold() == "khẩn cấp"), None)
+    if found is None:
+        return
+    for row in recon.rows:
+        if row.kind == "emergency" and not row.segment_id:
+            row.segment_id, row.segment_name = found.id, found.name
+
+
 def _segment_key(row: ReconRow) -> tuple[str, str | None]:
     if row.segment_id:
         return row.segment_id, row.segment_name
@@ -228,7 +252,7 @@ def _by_segment(session: Session, recon: Reconciliation) -> tuple[list[Line], Li
     for row in recon.rows:
         key, name = _segment_key(row)
         line = lines.setdefault(key, Line(key, name or key))
-        line.add(row.category, row.airtime_s, row.targeted, row.played_fully, row.planned)
+        line.add(row.category, row.airtime_s, row.targeted, row.played_fully, row.planned, row.category_vi)
     total = Line("_total", "Tổng cộng")
     for line in lines.values():
         total.merge(line)
@@ -244,13 +268,14 @@ def _by_zone(session: Session, recon: Reconciliation) -> tuple[list[Line], Line]
         for row in recon.rows:
             if not row.targets_zone(zone.id):
                 continue
-            category, _reason, seen = zone_view(row, zone.id)
+            category, reason, seen = zone_view(row, zone.id)
+            label = category_vi(category, reason)
             if seen is None:
-                line.add(category, 0.0, 0, 0, row.planned)
+                line.add(category, 0.0, 0, 0, row.planned, label)
             else:
-                line.add(category, seen.airtime_s, seen.targeted, seen.played_fully, row.planned)
+                line.add(category, seen.airtime_s, seen.targeted, seen.played_fully, row.planned, label)
         lines.append(line)
-    total = Line("_total", "Tổng cộng")
+    total = Line("_total", ZONES_TOTAL)
     for line in lines:
         total.merge(line)
     return lines, total
@@ -333,7 +358,7 @@ def _zone_names(report: Report, row: ReconRow) -> str:
 def _missed_cells(report: Report, row: ReconRow) -> list[Any]:
     _key, seg = _segment_key(row)
     return [row.local_time, row.title, seg or "", _zone_names(report, row), row.category_vi,
-            row.reason or ""]
+            reason_vi(row.reason, report.tz, row.scheduled_at)]
 
 
 def _bulletin_cells(report: Report, b: AiredBulletin) -> list[Any]:
@@ -346,7 +371,10 @@ def _week_label(week: dt.date) -> str:
 
 
 def summary_lines(report: Report) -> list[tuple[str, int]]:
-    return [(CATEGORY_VI[Category(c)].capitalize(), n) for c, n in report.counts.items() if n]
+    labels = {c: CATEGORY_VI[c] for c in Category}
+    if any(r.category_vi != CATEGORY_VI[r.category] for r in report.not_fully if r.category == Category.PREEMPTED):
+        labels[Category.PREEMPTED] = "bị ngắt do phát khẩn cấp hoặc bản tin ưu tiên"
+    return [(labels[Category(c)].capitalize(), n) for c, n in report.counts.items() if n]
 
 
 # chart ------------------------------------------------------------------------------------------------
@@ -365,6 +393,8 @@ def weekly_chart_png(report: Report, *, width_in: float = 10.0, height_in: float
     for i, (name, values) in enumerate(report.weekly_minutes.items()):
         ax.bar(xs, values, bottom=bottom, label=name, color=colors[i % len(colors)], width=0.8)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    if any(bottom):
+        ax.set_ylim(0, max(bottom) * 1.12)  # room above the tallest bar: it must not touch the frame
     step = max(1, len(xs) // 20)
     ax.set_xticks(xs[::step], [_week_label(w) for w in report.weeks[::step]], rotation=45, ha="right", fontsize=8)
     ax.set_xlim(-0.6, max(len(xs), 1) - 0.4)
@@ -419,6 +449,7 @@ def write_csv(report: Report, out: IO[str]) -> None:
     w.writerow(ZONE_HEADERS)
     for line in [*report.zones, report.zones_total]:
         w.writerow(_line_cells(line, with_nodes=True))
+    w.writerow([ZONES_TOTAL_NOTE])
     w.writerow([])
     w.writerow(["THỜI LƯỢNG PHÁT THEO TUẦN (PHÚT)"])
     w.writerow(["Tuần bắt đầu", *report.weekly_minutes.keys()])
@@ -598,6 +629,8 @@ def pdf_bytes(report: Report) -> bytes:
     pdf.line(pdf.l_margin + left_w / 2 - 12, top + 11.5, pdf.l_margin + left_w / 2 + 12, top + 11.5)
     pdf.line(pdf.l_margin + left_w + right_w / 2 - 27, y_rule, pdf.l_margin + left_w + right_w / 2 + 27, y_rule)
     pdf.ln(3)
+    pdf.set_font("DejaVu", "", 10)
+    pdf.cell(left_w, 5, _nfc(DOC_NUMBER), align=Align.C)  # the number is written in when the report is issued
     pdf.set_font("DejaVu", "I", 10)
     pdf.set_x(pdf.l_margin + left_w)
     pdf.cell(right_w, 5, _nfc(report.place_date), align=Align.C, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
@@ -622,8 +655,9 @@ def pdf_bytes(report: Report) -> bytes:
                 r.cell(_nfc(label), style=FontFace(emphasis="BOLD"))
                 r.cell(_nfc(value))
 
-    def heading(text_: str) -> None:
-        if pdf.get_y() > pdf.h - 45:
+    def heading(text_: str, keep_mm: float = 30) -> None:
+        """A section heading, on a new page unless ``keep_mm`` of what follows fits under it (never stranded)."""
+        if pdf.get_y() + 11 + keep_mm > pdf.page_break_trigger:
             pdf.add_page()
         pdf.ln(3)
         pdf.set_font("DejaVu", "B", 11)
@@ -652,22 +686,23 @@ def pdf_bytes(report: Report) -> bytes:
     kv_table([(label, str(n)) for label, n in summary], widths=(60, 120))
 
     num = "R"
-    heading("III. KẾT QUẢ THEO CHUYÊN MỤC")
+    table_keep = 45  # the heading row (three lines) and two rows of the table
+    heading("III. KẾT QUẢ THEO CHUYÊN MỤC", table_keep)
     grid(SEGMENT_HEADERS, [_line_cells(x, False) for x in [*report.segments, report.segments_total]],
          (34, 15, 15, 15, 17, 14, 15, 15, 40), ("L", num, num, num, num, num, num, num, "L"), bold_last=True)
-    heading("IV. KẾT QUẢ THEO TỔ DÂN PHỐ")
+    heading("IV. KẾT QUẢ THEO TỔ DÂN PHỐ", table_keep)
     grid(ZONE_HEADERS, [_line_cells(x, True) for x in [*report.zones, report.zones_total]],
          (28, 12, 15, 15, 15, 17, 14, 14, 14, 36), ("L", num, num, num, num, num, num, num, num, "L"), bold_last=True)
+    pdf.set_font("DejaVu", "I", 7.5)
+    pdf.multi_cell(width, 4, _nfc(ZONES_TOTAL_NOTE), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
-    heading("V. THỜI LƯỢNG PHÁT THEO TUẦN")
-    png = weekly_chart_png(report)
     img_h = width * 4.2 / 10
-    if pdf.get_y() + img_h > pdf.h - 18:
-        pdf.add_page()
+    heading("V. THỜI LƯỢNG PHÁT THEO TUẦN", img_h)
+    png = weekly_chart_png(report)
     pdf.image(io.BytesIO(png), x=pdf.l_margin, w=width)
     pdf.ln(2)
 
-    heading("VI. CÁC LƯỢT KHÔNG PHÁT ĐẦY ĐỦ")
+    heading("VI. CÁC LƯỢT KHÔNG PHÁT ĐẦY ĐỦ", table_keep)
     if report.not_fully:
         grid(MISSED_HEADERS, [_missed_cells(report, r) for r in report.not_fully], (22, 36, 24, 24, 22, 52),
              ("L",) * 6, size=7)

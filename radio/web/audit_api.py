@@ -76,13 +76,27 @@ def json_response(content: Any, omit: frozenset[str] = frozenset()) -> Response:
     return Response(body.encode(), media_type="application/json")
 
 
+OUTCOME_HELP = ("kết quả: " + ", ".join(f"{c.value} ({asrun.CATEGORY_VI[c]})" for c in asrun.Category)
+                + "; nhiều giá trị cách nhau bằng dấu phẩy")
+
+
 @router.get("/reconciliation")
 def reconciliation(session: SessionDep, settings: SettingsDep, first: FromReq, last: ToReq, zone: Id = None,
-                   segment: Id = None) -> Any:
-    """Every planned occurrence in the period with what happened, plus broadcasts outside the schedule."""
+                   segment: Id = None,
+                   priority: Annotated[str | None, Query(max_length=64, description="normal, priority, emergency")] = None,
+                   outcome: Annotated[str | None, Query(max_length=200, description=OUTCOME_HELP)] = None,
+                   limit: Annotated[int | None, Query(ge=1, le=asrun.MAX_RECON_LIMIT,
+                                                      description="không có: mọi dòng")] = None,
+                   offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> Any:
+    """Every planned occurrence in the period with what happened, plus broadcasts outside the schedule.
+
+    Filtered by zone, segment, priority and outcome (category); ``total`` and ``counts`` cover every
+    matching row, ``rows`` the page from ``offset`` (at most ``limit``).
+    """
     period = asrun.Period.parse(first, last, settings.tz)
-    result = asrun.reconcile(session, period, grace_s=settings.misfire_grace_s, zone=zone, segment=segment)
-    return jsonable_encoder(result.as_dict())
+    result = asrun.reconcile(session, period, grace_s=settings.misfire_grace_s, zone=zone, segment=segment,
+                             priority=priority, outcome=outcome)
+    return jsonable_encoder(result.as_dict(limit=limit, offset=offset))
 
 
 @router.get("/audit", dependencies=[Depends(AUDIT)])

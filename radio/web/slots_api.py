@@ -14,13 +14,13 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from radio.errors import Conflict, InvalidInput, NotFound
-from radio.logbook import audit
+from radio.logbook import asrun, audit
 from radio.models import AudioAsset, Bulletin, NodeGroup, Segment, Slot, Zone
 from radio.schedule.loader import AudioItemSpec, Counts, RelayItemSpec, SlotSpec, write_slot
 from radio.schedule.planning import validate_slots
-from radio.settings import Settings
+from radio.settings import Settings, load_settings
 from radio.web import queries
-from radio.web.deps import SessionDep, SettingsDep
+from radio.web.deps import SessionDep, SettingsDep, get_settings
 from radio.web.schemas import SlotOut
 from radio.web.security import EDIT, READ, Editor
 
@@ -51,7 +51,7 @@ def _check_refs(session: Session, spec: SlotSpec) -> None:
     """Every id the slot names must exist; the error names the field."""
     def need(model: type, ident: str, where: str) -> None:
         if session.get(model, ident) is None:
-            raise InvalidInput(f"{ident!r} does not exist", where=where)
+            raise InvalidInput(f"«{ident}» không tồn tại", where=where)
 
     if spec.segment:
         need(Segment, spec.segment, "segment")
@@ -65,7 +65,7 @@ def _check_refs(session: Session, spec: SlotSpec) -> None:
         elif not isinstance(item, RelayItemSpec):
             need(Bulletin, item, f"play[{index}]")
     if spec.zones is None and not spec.groups:
-        raise InvalidInput("choose zones (or 'all') or groups", where="zones")
+        raise InvalidInput("hãy chọn tổ dân phố (hoặc 'all' cho toàn phường) hoặc nhóm loa", where="zones")
 
 
 def _apply(session: Session, spec: SlotSpec, settings: Settings) -> tuple[Slot, list[RuleProblem]]:
@@ -104,7 +104,7 @@ def get_slot(slot_id: str, session: SessionDep) -> SlotOut:
 def create_slot(spec: Annotated[SlotSpec, Body()], session: SessionDep, settings: SettingsDep,
                 user: Editor) -> SlotOut:
     if session.get(Slot, spec.id) is not None:
-        raise Conflict(f"slot {spec.id!r} already exists")
+        raise Conflict(f"khung giờ «{spec.id}» đã tồn tại")
     return _save(session, spec, settings, user.username, audit.SLOT_CREATED, None)
 
 
@@ -112,21 +112,31 @@ def create_slot(spec: Annotated[SlotSpec, Body()], session: SessionDep, settings
 def update_slot(slot_id: str, spec: Annotated[SlotSpec, Body()], session: SessionDep, settings: SettingsDep,
                 user: Editor) -> SlotOut:
     if spec.id != slot_id:
-        raise InvalidInput(f"the body's id {spec.id!r} differs from the URL's {slot_id!r}", where="id")
+        raise InvalidInput(f"mã khung giờ trong nội dung «{spec.id}» khác mã trên đường dẫn «{slot_id}»", where="id")
     slot = session.get(Slot, slot_id)
     if slot is None:
         raise NotFound("slot", slot_id)
     before = queries.slot_out(slot).model_dump(mode="json")
+    _keep_past(session, slot_id, settings)
     return _save(session, spec, settings, user.username, audit.SLOT_UPDATED, before)
 
 
+def _keep_past(session: Session, slot_id: str, settings: Settings | None) -> None:
+    """Before a slot changes or goes: store its past occurrences that left no row, so past reports stay as they are."""
+    tz = settings.tz if settings is not None else load_settings().tz
+    grace = settings.misfire_grace_s if settings is not None else 300
+    asrun.record_unaired(session, [slot_id], tz=tz, grace_s=grace)
+
+
 @router.delete("/slots/{slot_id}", status_code=204)
-def delete_slot(slot_id: str, session: SessionDep, user: Editor) -> Response:
-    """Delete a slot; its past broadcasts stay in the as-run log (their slot link is cleared)."""
+def delete_slot(slot_id: str, session: SessionDep, user: Editor,
+                settings: Annotated[Settings | None, Depends(get_settings)] = None) -> Response:
+    """Delete a slot; its past broadcasts stay in the as-run log, linked to it and with the segment they had."""
     slot = session.get(Slot, slot_id)
     if slot is None:
         raise NotFound("slot", slot_id)
     before = queries.slot_out(slot).model_dump(mode="json")
+    _keep_past(session, slot_id, settings)
     session.delete(slot)
     audit.record(session, actor=user.username, action=audit.SLOT_DELETED, entity_type="slot", entity_id=slot_id,
                  before=before, after=None)

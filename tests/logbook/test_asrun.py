@@ -211,15 +211,20 @@ def test_occurrences_before_the_slot_existed_are_not_planned(sqlite_factory: ses
     assert [r.category for r in rows] == [Category.MISSED] * 3 + [Category.FUTURE] * 3
 
 
-def test_disabled_slots_are_not_planned(sqlite_factory: sessionmaker[Session]) -> None:
-    """Disabling a slot removes its occurrences from the plan; what it aired is still listed, as unplanned."""
+def test_disabling_a_slot_keeps_its_past_and_drops_its_future(sqlite_factory: sessionmaker[Session]) -> None:
+    """Disabling a slot removes its coming occurrences; what is stored for the past stays planned as it was."""
     from radio.models import Slot
 
+    def rows() -> list[tuple[object, ...]]:
+        with sqlite_factory() as s:
+            return [(r.scheduled_at, r.category, r.planned, r.segment_id) for r in
+                    asrun.reconcile(s, PERIOD, now=sample.NOW).rows if r.slot_id == "toi-thu-bay"]
+
+    before = rows()
+    assert [c for _at, c, _p, _s in before] == [Category.NOT_APPROVED, Category.FUTURE]
     with transaction(sqlite_factory) as s:
-        s.get_one(Slot, "chieu-t3-t5").enabled = False
-    with sqlite_factory() as s:
-        rows = [r for r in asrun.reconcile(s, PERIOD, now=sample.NOW).rows if r.slot_id == "chieu-t3-t5"]
-    assert len(rows) == 4 and not any(r.planned for r in rows)
+        s.get_one(Slot, "toi-thu-bay").enabled = False
+    assert rows() == before[:1] and before[0][2]
 
 
 def test_bad_inputs_are_refused_in_vietnamese() -> None:
@@ -288,3 +293,40 @@ def test_cli_bad_dates_exit_2(cli_env: None, capsys: pytest.CaptureFixture[str])
     assert "Lỗi:" in capsys.readouterr().err
     assert main(["log", "--from", "2024-09-01"]) == 2
     assert "cần cả --from và --to" in capsys.readouterr().err
+
+
+def test_reconciliation_filters_by_priority_and_outcome_and_pages(sqlite_factory: sessionmaker[Session]) -> None:
+    """reconcile(priority=…, outcome=…) keeps matching rows (outcome: one category or several, comma-separated);
+    page(limit, offset) slices them while total and counts cover them all; bad values name the field."""
+    with sqlite_factory() as s:
+        everything = asrun.reconcile(s, PERIOD, now=sample.NOW)
+        urgent = asrun.reconcile(s, PERIOD, now=sample.NOW, priority="emergency")
+        normal = asrun.reconcile(s, PERIOD, now=sample.NOW, priority="normal")
+        bad = asrun.reconcile(s, PERIOD, now=sample.NOW, outcome="missed,not_approved")
+        tdp1_preempted = asrun.reconcile(s, PERIOD, now=sample.NOW, zone="tdp-1", outcome="preempted")
+        for kwargs, field in [({"priority": "khẩn"}, "priority"), ({"outcome": "aired,ok"}, "outcome")]:
+            with pytest.raises(InvalidInput) as caught:
+                asrun.reconcile(s, PERIOD, now=sample.NOW, **kwargs)  # type: ignore[arg-type]
+            assert caught.value.where == field and "không hợp lệ" in str(caught.value)
+    assert [r.kind for r in urgent.rows] == ["emergency"]
+    assert len(normal.rows) + len(urgent.rows) == everything.total
+    assert {r.category for r in bad.rows} == {Category.MISSED, Category.NOT_APPROVED}
+    assert bad.total == everything.counts["missed"] + everything.counts["not_approved"] == 3
+    assert [r.scheduled_at for r in tdp1_preempted.rows] == [local(11, 6, 30)]
+    pages = [everything.page(limit=4, offset=o) for o in range(0, everything.total, 4)]
+    assert [r for p in pages for r in p] == everything.rows and all(len(p) <= 4 for p in pages)
+    assert everything.as_dict(limit=4, offset=4)["total"] == everything.total
+    with pytest.raises(InvalidInput):
+        everything.page(limit=0)
+
+
+def test_dates_outside_2000_2100_are_refused_naming_the_field() -> None:
+    """Year 1 or 9999 overflowed datetime arithmetic (OverflowError, HTTP 500); now InvalidInput naming it."""
+    for first, last, field in [("0001-01-01", "2024-01-01", "from"), ("2024-01-01", "31/12/9999", "to"),
+                               ("1999-12-31", "2000-01-01", "from"), ("2100-12-31", "2101-01-01", "to")]:
+        with pytest.raises(InvalidInput) as caught:
+            Period.parse(first, last, sample.TZ)
+        assert caught.value.where == field and "năm 2000 đến năm 2100" in str(caught.value)
+    with pytest.raises(InvalidInput):
+        Period(dt.date(1, 1, 1), dt.date(1, 1, 2), sample.TZ)
+    assert Period.parse("2100-01-01", "2100-12-31", sample.TZ).end.year in (2100, 2101)

@@ -16,19 +16,15 @@ from radio.db import make_engine, migrate, session_factory, transaction
 from radio.logbook import exchange, sample
 from radio.logbook.asrun import Period
 from radio.settings import REPO_ROOT, Settings
+from tests.logbook.conftest import seeded
 
 DOC = REPO_ROOT / "docs" / "exchange.md"
 
 
 @pytest.fixture
 def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    migrate(engine)
-    factory = session_factory(engine)
-    with transaction(factory) as s:
-        sample.seed(s)
-    yield factory
-    engine.dispose()
+    with seeded(db_url) as factory:
+        yield factory
 
 
 @pytest.fixture

@@ -11,9 +11,11 @@ import io
 import os
 import shutil
 import subprocess
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -23,6 +25,7 @@ from radio.cli import main
 from radio.db import make_engine, migrate, session_factory, transaction
 from radio.logbook import audit, reports, sample
 from radio.settings import Settings
+from tests.logbook.conftest import seeded
 
 
 def need(tool: str) -> str:
@@ -37,14 +40,8 @@ def need(tool: str) -> str:
 
 @pytest.fixture(scope="module")
 def factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sessionmaker[Session]]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('reports') / 'r.db'}"
-    engine = make_engine(url)
-    migrate(engine)
-    factory = session_factory(engine)
-    with transaction(factory) as s:
-        sample.seed(s)
-    yield factory
-    engine.dispose()
+    with seeded(f"sqlite:///{tmp_path_factory.mktemp('reports') / 'r.db'}") as factory:
+        yield factory
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +64,9 @@ def test_numbers_per_segment(report: reports.Report) -> None:
     assert cds.reasons == {"bị lỡ": 2, "phát một phần": 2, "bị ngắt do phát khẩn cấp": 1}
     cchc = line(report.segments, "cchc")
     assert (cchc.planned, cchc.aired, cchc.coverage_pct, dict(cchc.reasons)) == (1, 0, None, {"chưa được phê duyệt": 1})
-    emergency = line(report.segments, reports.EMERGENCY_KEY)
-    assert (emergency.planned, emergency.aired, emergency.name) == (0, 1, "Phát khẩn cấp")
+    emergency = line(report.segments, "khan-cap")  # the ward's Khẩn cấp segment, not a separate line
+    assert (emergency.planned, emergency.aired, emergency.name) == (0, 1, "Khẩn cấp")
+    assert reports.EMERGENCY_KEY not in {x.key for x in report.segments}
     assert report.segments_total.planned == 13 and report.segments_total.aired == 10
 
 
@@ -88,7 +86,7 @@ def test_weekly_airtime_and_lists(report: reports.Report) -> None:
     """Weeks start on Monday; minutes per segment per week; the missed list and the aired bulletins with text."""
     assert [w.isoformat() for w in report.weeks] == ["2024-09-02", "2024-09-09"]
     assert report.weekly_minutes["Chuyển đổi số"] == [round(2 * 95 / 60, 1), round((3 * 95 + 155) / 60, 1)]
-    assert report.weekly_minutes["Phát khẩn cấp"] == [0.0, 0.5]
+    assert report.weekly_minutes["Khẩn cấp"] == [0.0, 0.5] and "Phát khẩn cấp" not in report.weekly_minutes
     assert {r.category_vi for r in report.not_fully} == {"phát một phần", "bị lỡ", "chưa được phê duyệt", "lỗi",
                                                           "bị ngắt do phát khẩn cấp"}
     titles = {b.title: b for b in report.bulletins}
@@ -127,7 +125,7 @@ def test_xlsx_reads_back_with_openpyxl(report: reports.Report, tmp_path: Path) -
     assert [c.value for c in zones[3]] == list(reports.ZONE_HEADERS)
     values = {row[0]: row for row in zones.iter_rows(min_row=4, values_only=True)}
     assert values["Tổ dân phố số 4"][1:7] == (1, 9, 6, 5, line(report.zones, "tdp-4").airtime_min, 83.3)
-    assert values["Tổng cộng"][1] == 6
+    assert values["Tổng (cộng theo từng tổ)"][1] == 6
     weekly = wb["Theo tuần"]
     assert len(weekly._charts) == 1  # noqa: SLF001 - openpyxl keeps charts there
     aired = wb["Bản tin đã phát"]
@@ -236,3 +234,126 @@ def test_cli_report_writes_each_format(tmp_path: Path, monkeypatch: pytest.Monke
     assert "Đã lập" in capsys.readouterr().out
     assert main(["report", "--from", "2024-09-15", "--to", "2024-09-02", "-o", str(tmp_path / "b.pdf")]) == 2
     assert "Lỗi:" in capsys.readouterr().err and not (tmp_path / "b.pdf").exists()
+
+
+def _embedded_fonts(pdf: bytes) -> list[object]:
+    """The TrueType font programs embedded in the PDF (fpdf2 writes each /FontFile2 as a Flate stream)."""
+    import re
+    import zlib
+
+    from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
+
+    fonts = []
+    for number in sorted({int(n) for n in re.findall(rb"/FontFile2 (\d+) 0 R", pdf)}):
+        head = re.search(rb"\n%d 0 obj\s*<<(.*?)>>\s*stream\r?\n" % number, pdf, re.S)
+        assert head is not None, number
+        length = int(re.search(rb"/Length (\d+)", head.group(1)).group(1))  # type: ignore[union-attr]
+        raw = pdf[head.end():head.end() + length]
+        fonts.append(TTFont(io.BytesIO(zlib.decompress(raw) if b"FlateDecode" in head.group(1) else raw)))
+    return fonts
+
+
+def _drawn(font: object, char: str) -> bool:
+    """The font maps the character to a glyph with an outline (not .notdef, not an empty box)."""
+    cmap = font.getBestCmap()  # type: ignore[attr-defined]
+    name = cmap.get(ord(char))
+    if name is None or name == ".notdef":
+        return False
+    glyph = font["glyf"][name]  # type: ignore[index]
+    return bool(glyph.isComposite() or glyph.numberOfContours > 0)
+
+
+def test_pdf_fonts_cover_every_vietnamese_letter_and_headings_are_not_stranded(
+        factory: sessionmaker[Session], tmp_path: Path) -> None:
+    """Every character the report shows has a real glyph: in DejaVu Sans (each style used) and in the subsets
+    embedded in the PDF; no section heading ends a page without its table (made after the period, the
+    old layout left «IV. KẾT QUẢ THEO TỔ DÂN PHỐ» alone at the foot of page 1); the title is drawn centred."""
+    import datetime as dt
+
+    from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
+
+    pdftotext, pdftoppm = need("pdftotext"), need("pdftoppm")
+    with factory() as s:
+        report = reports.build_report(s, Settings(data_dir=Path("unused")), sample.FIRST, sample.LAST,
+                                      now=dt.datetime(2024, 9, 20, 9, 0, tzinfo=dt.UTC))
+    pdf = reports.render(report, "pdf")
+    path = tmp_path / "bao-cao.pdf"
+    path.write_bytes(pdf)
+    shown = unicodedata.normalize("NFC", reports.render(report, "csv").decode("utf-8-sig") + reports.TITLE
+                                  + reports.SUBTITLE + "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM Độc lập - Tự do - Hạnh phúc"
+                                  + reports.ZONES_TOTAL_NOTE + reports.DOC_NUMBER)
+    letters = {c for c in shown if not c.isspace()}
+    assert {"ệ", "ử", "ờ", "Đ", "ỦY"[0], "ự", "ẩ"} <= letters
+    for style in ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf"):
+        font = TTFont(reports.font_dir() / style)
+        missing = sorted(c for c in letters if not _drawn(font, c))
+        assert not missing, (style, missing)
+    text = subprocess.run([pdftotext, "-layout", str(path), "-"], check=True, capture_output=True, text=True).stdout
+    embedded = _embedded_fonts(pdf)
+    assert embedded
+    in_pdf = {c for c in unicodedata.normalize("NFC", text) if not c.isspace()}
+    assert {"ệ", "Đ", "ư", "ờ"} <= in_pdf
+    missing = sorted(c for c in in_pdf if not any(_drawn(f, c) for f in embedded))
+    assert not missing, missing
+    headings = ("I. ", "II. ", "III. ", "IV. ", "V. ", "VI. ", "VII. ", "VIII. ")
+    for number, page in enumerate(text.split("\f"), start=1):
+        body = [ln.strip() for ln in page.splitlines() if ln.strip() and not ln.strip().startswith(reports.TITLE[:5])
+                and "Trang " not in ln]
+        if body:
+            assert not body[-1].startswith(headings), (number, body[-1])
+    subprocess.run([pdftoppm, "-r", "100", "-f", "1", "-l", "1", "-png", str(path), str(tmp_path / "p")], check=True)
+    from PIL import Image
+
+    (first,) = sorted(tmp_path.glob("p-*.png"))
+    with Image.open(first) as img:
+        grey = img.convert("L")
+        w, h = grey.size
+        top = int(h * 40 / 297)  # the title sits about 45 mm from the top of the page
+        band = grey.crop((0, top, w, top + int(h * 12 / 297))).point(lambda v: 255 if v < 128 else 0)
+        box = band.getbbox()
+    assert box is not None
+    left, right = box[0], w - box[2]
+    assert abs(left - right) < w * 0.03, (left, right)  # centred on the page
+    assert box[2] - box[0] > w * 0.4  # the whole title line, not a stray mark
+
+
+def test_report_reasons_are_vietnamese_with_local_times(report: reports.Report) -> None:
+    """Nodes' English reasons are translated in the report, and '23:30 UTC' is shown as Vietnam time; the TDP
+    total says it adds up the TDPs."""
+    text = reports.render(report, "csv").decode("utf-8-sig")
+    for english in ("missed: offline", "preempted", "UTC,", "23:30 UTC"):
+        assert english not in text, english
+    assert "loa-tdp3-b: bị lỡ (cụm loa mất kết nối)" in text
+    assert "dịch vụ không chạy lúc 06:30 (giờ Việt Nam)" in text
+    assert "Tổng (cộng theo từng tổ)," in text and reports.ZONES_TOTAL_NOTE in text
+
+
+def test_priority_preemption_is_not_called_an_emergency() -> None:
+    """A broadcast cut off by a priority bulletin is 'bị ngắt do bản tin ưu tiên'; by an emergency, as before."""
+    from radio.logbook.asrun import Category, category_vi
+    from radio.logbook.labels import reason_vi
+
+    assert category_vi(Category.PREEMPTED, "loa-1: lỗi (preempted by priority command c9)") == \
+        "bị ngắt do bản tin ưu tiên"
+    assert category_vi(Category.PREEMPTED, "preempted by emergency command e1") == "bị ngắt do phát khẩn cấp"
+    assert reason_vi("preempted by priority command c9") == "bị ngắt do bản tin ưu tiên (lệnh c9)"
+
+
+def test_chart_leaves_room_above_the_tallest_bar(report: reports.Report) -> None:
+    """The y axis reaches past the tallest week (it used to end exactly at it: the bar touched the frame)."""
+    import matplotlib.axes
+
+    seen: list[tuple[float, float]] = []
+    original = matplotlib.axes.Axes.set_title
+
+    def spy(ax: matplotlib.axes.Axes, *args: Any, **kw: Any) -> Any:
+        seen.append(ax.get_ylim())
+        return original(ax, *args, **kw)
+
+    matplotlib.axes.Axes.set_title = spy  # type: ignore[method-assign,assignment]
+    try:
+        reports.weekly_chart_png(report, dpi=30)
+    finally:
+        matplotlib.axes.Axes.set_title = original  # type: ignore[method-assign]
+    tallest = max(sum(week) for week in zip(*report.weekly_minutes.values(), strict=True))
+    assert seen and seen[0][1] >= tallest * 1.08

@@ -47,7 +47,7 @@ def test_create_read_update_delete_a_slot(client: TestClient) -> None:
     with service.factory() as session:
         _total, rows = audit.entries(session, limit=50)
         assert {"slot.created", "slot.updated", "slot.deleted"} <= {e.action for e in rows}
-        assert {e.actor for e in rows if e.action.startswith("slot.")} == {"r-officer"}
+        assert {e.actor for e in rows if e.action.startswith("slot.") and e.entity_id == "tin-trua"} == {"r-officer"}
         assert audit.verify(session).ok
 
 
@@ -101,3 +101,26 @@ def test_preview_by_zone_includes_group_targets(client: TestClient) -> None:
     assert "khu-cho-cuoi-tuan" in slots  # the market group includes loa-tdp3-b
     slots = {o["slot_id"] for o in client.get("/api/v1/occurrences", params={"days": 14, "zone": "tdp-5"}).json()}
     assert "khu-cho-cuoi-tuan" not in slots
+
+
+def test_slot_api_errors_are_in_vietnamese_and_name_the_field(client: TestClient) -> None:
+    """Duplicate id, unknown reference, no target and an id mismatch: Vietnamese messages, fields kept."""
+    assert client.post("/api/v1/slots", json=SLOT).status_code == 201
+    r = client.post("/api/v1/slots", json=SLOT)
+    assert r.status_code == 409 and "khung giờ «tin-trua» đã tồn tại" in r.text, r.text
+    r = client.post("/api/v1/slots", json={**SLOT, "id": "khac", "segment": "khong-co"})
+    assert r.status_code == 422 and "«khong-co» không tồn tại" in r.text and "segment" in r.text, r.text
+    r = client.put("/api/v1/slots/tin-trua", json={**SLOT, "id": "tin-khac"})
+    assert r.status_code == 422, r.text
+    assert "mã khung giờ trong nội dung «tin-khac» khác mã trên đường dẫn «tin-trua»" in r.text and '"id"' in r.text
+    for text in ("does not exist", "already exists", "differs from", "choose zones"):
+        assert text not in r.text
+    from radio.errors import InvalidInput
+    from radio.schedule.loader import SlotSpec
+    from radio.web import slots_api
+
+    service: Service = client.app.state.service  # type: ignore[attr-defined]
+    with service.factory() as session, pytest.raises(InvalidInput) as caught:
+        slots_api._check_refs(session, SlotSpec.model_construct(id="x", segment=None, zones=None, groups=None,
+                                                                play=[]))
+    assert caught.value.where == "zones" and "hãy chọn tổ dân phố" in str(caught.value)
