@@ -16,7 +16,7 @@ import logging
 import secrets
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,7 +82,7 @@ def add_user(session: Session, *, username: str, password: str, role: str, full_
     if not username or len(username) > 64 or not all(c.isalnum() or c in "._-" for c in username):
         raise InvalidInput("tên đăng nhập chỉ gồm chữ, số, '.', '_', '-' (tối đa 64)", where="username")
     if session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise Conflict(f"user {username!r} already exists")
+        raise Conflict(f"tài khoản «{username}» đã có")
     user = User(username=username, full_name=full_name, role=role, password_hash=hash_password(password))
     session.add(user)
     session.flush()
@@ -203,33 +203,57 @@ def _sha256(value: str) -> str:
 
 # login -----------------------------------------------------------------------------------------------
 class LoginThrottle:
-    """At most ``limit`` failures per username and per client address in ``window_s``; then refuse."""
+    """At most ``limit`` failures per username and per client address in ``window_s``; then refuse.
 
-    def __init__(self, limit: int = 5, window_s: float = 300.0) -> None:
-        self.limit, self.window_s = limit, window_s
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+    Memory is bounded: only keys with a recent failure are kept (a lookup creates nothing), and at most
+    ``max_keys`` of them, the least recently failed forgotten first, so a flood of made-up user names
+    cannot grow the process. Addresses are kept apart from user names, so such a flood cannot push a
+    throttled address out either.
+    """
+
+    def __init__(self, limit: int = 5, window_s: float = 300.0, max_keys: int = 10_000) -> None:
+        self.limit, self.window_s, self.max_keys = limit, window_s, max_keys
+        self._failures: dict[str, OrderedDict[str, deque[float]]] = {"addr": OrderedDict(), "user": OrderedDict()}
         self._lock = threading.Lock()
+
+    def _table(self, key: str) -> OrderedDict[str, deque[float]]:
+        return self._failures["addr" if key.startswith("addr:") else "user"]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(t) for t in self._failures.values())
 
     def blocked(self, *keys: str) -> bool:
         now = time.monotonic()
         with self._lock:
             for key in keys:
-                q = self._failures[key]
+                table = self._table(key)
+                q = table.get(key)
+                if q is None:
+                    continue
                 while q and now - q[0] > self.window_s:
                     q.popleft()
-                if len(q) >= self.limit:
+                if not q:
+                    del table[key]
+                elif len(q) >= self.limit:
                     return True
         return False
 
     def failed(self, *keys: str) -> None:
+        now = time.monotonic()
         with self._lock:
             for key in keys:
-                self._failures[key].append(time.monotonic())
+                table = self._table(key)
+                q = table.pop(key, None) or deque(maxlen=self.limit)
+                q.append(now)
+                table[key] = q  # the most recently failed last
+                while len(table) > self.max_keys:
+                    table.popitem(last=False)
 
     def succeeded(self, *keys: str) -> None:
         with self._lock:
             for key in keys:
-                self._failures.pop(key, None)
+                self._table(key).pop(key, None)
 
 
 class LoginRefused(Exception):

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import secrets
+import sys
 import threading
 from contextlib import ExitStack
 from pathlib import Path
@@ -128,10 +130,17 @@ class Service:
                      actor="system")
         if not self.settings.admin_password:
             path = self.settings.data_dir / "admin-password.txt"
-            path.write_text(password + "\n")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never readable by others, not even briefly
+            with os.fdopen(fd, "w") as f:
+                f.write(password + "\n")
             path.chmod(0o600)
-            log.warning("Tài khoản quản trị đầu tiên: admin / %s (cũng lưu ở %s; đổi bằng `radio user passwd admin`)",
-                        password, path)
+            # The password goes to the console once and to the 0600 file, never through the logger: log files
+            # and log shippers keep what they are given for a long time.
+            print(f"Tài khoản quản trị đầu tiên: admin / {password} (cũng lưu ở {path}; "
+                  "đổi bằng `radio user passwd admin`)", file=sys.stdout, flush=True)
+            log.warning("Đã tạo tài khoản quản trị đầu tiên 'admin'; mật khẩu ở %s (đổi bằng `radio user passwd admin`)",
+                        path)
 
     def _make_outbox(self, mqtt: MqttClient) -> Outbox:
         """Clock answers and the outbox ride on the service's MQTT client; the recorder tells the outbox who is back."""

@@ -18,8 +18,9 @@ import httpx
 import pytest
 from pydub import AudioSegment
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
-from radio.models import Alert, Broadcast, BroadcastStatus, utcnow
+from radio.models import FINAL_DELIVERY_STATES, Alert, Broadcast, BroadcastStatus, Delivery, DeliveryState, utcnow
 from radio.service import Service
 from radio.settings import Settings
 from radio.speech import engines
@@ -221,8 +222,9 @@ def test_broker_down_at_fire_time_and_back_30_s_later_delivers_everything(
 def test_sigkill_under_load_loses_no_row_and_airs_nothing_twice(
     make_settings: Callable[..., Settings], tmp_path: Path,
 ) -> None:
-    """SIGKILL while officers write and a slot fires: every acknowledged change and its audit row survive,
-    the audit chain verifies, and the occurrence is recorded exactly once after the restart."""
+    """SIGKILL while officers write and a slot fires and plays: every acknowledged change and its audit row
+    survive, the audit chain verifies, the occurrence is recorded exactly once after the restart, the node
+    reports recorded before the kill survive, and no node plays the broadcast a second time."""
     import signal
     import sys
 
@@ -232,6 +234,16 @@ def test_sigkill_under_load_loses_no_row_and_airs_nothing_twice(
     from radio.schedule.loader import load_programme
     from tests.conftest import DEMO, role_headers
     from tests.test_scheduling_e2e import add_one_off_slot, count
+
+    # Delivery states in the order a node goes through them; the final ones last (a report never goes back).
+    RANK = {DeliveryState.ISSUED: 0, DeliveryState.RECEIVED: 1, DeliveryState.READY: 2, DeliveryState.PLAYING: 3,
+            **{state: 4 for state in FINAL_DELIVERY_STATES}}
+
+    def deliveries(factory: sessionmaker[Session]) -> list[Delivery]:
+        """The deliveries (per node and part) of the one-off slot's broadcast, as committed now."""
+        with factory() as session:
+            return list(session.scalars(select(Delivery).join(Broadcast).where(Broadcast.slot_id == "mot-lan")
+                                        .order_by(Delivery.node_id, Delivery.part)))
 
     settings = make_settings(schedule_sync_s=0.5)
     engine = make_engine(settings.db_url)
@@ -246,7 +258,7 @@ def test_sigkill_under_load_loses_no_row_and_airs_nothing_twice(
     base = str(settings.public_base_url)
 
     def serve() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", "radio.cli", "serve"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "radio.cli", "serve", "--simulate"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def up() -> bool:
@@ -283,7 +295,9 @@ def test_sigkill_under_load_loses_no_row_and_airs_nothing_twice(
         for w in workers:
             w.start()
         wait_for(lambda: count(factory, "mot-lan") == 1, 20, "the slot to fire under load")
-        time.sleep(0.5)
+        wait_for(lambda: any(d.state != DeliveryState.ISSUED for d in deliveries(factory)), 20,
+                 "a node's report of the broadcast to be recorded")
+        before_kill = {(d.node_id, d.part): d for d in deliveries(factory)}
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         stop.set()
@@ -293,6 +307,21 @@ def test_sigkill_under_load_loses_no_row_and_airs_nothing_twice(
         proc = serve()
         time.sleep(2)  # a wrong second airing would happen now
         assert count(factory, "mot-lan") == 1
+        wait_for(lambda: all(DeliveryState(d.state).final for d in deliveries(factory)), 90,
+                 "every delivery of the broadcast to settle after the restart")
+        after = {(d.node_id, d.part): d for d in deliveries(factory)}
+        assert set(after) == set(before_kill), "a delivery was lost or added by the restart"
+        for key, old in before_kill.items():
+            new = after[key]
+            assert (new.id, new.command_id) == (old.id, old.command_id), key  # the same command, not a new one
+            assert RANK[new.state] >= RANK[old.state], (key, old.state, new.state)  # reports kept, none undone
+            for stamp in ("received_at", "ready_at", "started_at", "finished_at"):
+                if getattr(old, stamp) is not None:  # recorded before the kill: survived, not rewritten
+                    assert getattr(new, stamp) == getattr(old, stamp), (key, stamp)
+            if old.started_at is not None:  # it was playing or had played: no second start after the restart
+                assert new.state in (DeliveryState.PLAYING, *FINAL_DELIVERY_STATES), (key, new.state)
+        assert any(d.state == DeliveryState.FINISHED for d in after.values()), \
+            [(d.node_id, d.state, d.reason) for d in after.values()]
         with factory() as session:
             stored = set(session.scalars(select(Bulletin.id).where(Bulletin.id.like("tai-%"))))
             assert set(acknowledged) <= stored

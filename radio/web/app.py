@@ -14,7 +14,8 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from radio.auth import LoginThrottle
 from radio.errors import Conflict, InvalidInput, NotFound, RadioError, ServiceUnavailable
@@ -54,6 +55,92 @@ class _AudioCache:
         while self._size > self.max_bytes and len(self._items) > 1:
             _, old = self._items.popitem(last=False)
             self._size -= len(old)
+
+
+BAD_VALUE_VI = "Dữ liệu gửi lên không hợp lệ: có giá trị quá lớn, ngoài phạm vi hoặc không lưu được."
+NUL_VI = "Dữ liệu gửi lên chứa ký tự NUL (\\0), không được phép."
+JSON_PREFIXES = ("/api/", "/audio/", "/healthz", "/metrics", "/openapi.json", "/static/")
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)  # an escape \u0000 not itself escaped
+_FORM_NUL = re.compile(rb"%00")
+TEXT_BODIES = ("application/json", "application/x-www-form-urlencoded")
+MAX_SCANNED_BODY = 4 * 1024 * 1024  # larger text bodies are left to the validators and the handlers below
+
+
+def _wants_page(scope: Scope) -> bool:
+    """An HTML console route (answered with an error page) rather than the JSON API."""
+    return not str(scope.get("path", "")).startswith(JSON_PREFIXES)
+
+
+def _unprocessable(request: Request, message: str, loc: list[str]) -> Response:
+    """422 for a value the database or the calendar cannot hold: a Vietnamese page for the console, JSON otherwise."""
+    if _wants_page(request.scope):
+        from radio.web.pages.common import error_page  # the console's own error page (no import cycle at load)
+
+        return error_page(request, 422, message)
+    return JSONResponse({"detail": [{"loc": loc, "msg": message, "type": "value_error"}]}, status_code=422)
+
+
+class RejectNul:
+    """Refuse NUL characters in the path, the query or a JSON/form body before any handler or database sees them.
+
+    PostgreSQL cannot store U+0000 in text (the driver raises ``DataError``), SQLite would store it silently
+    and a later reader may truncate at it; neither is ever a legitimate input here. Uploaded files (multipart)
+    are not scanned (audio bytes contain zeros); their text fields are covered by the DataError handler.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw_path = scope.get("raw_path") or b""
+        if "\x00" in scope.get("path", "") or b"%00" in raw_path or b"\x00" in raw_path:
+            await self._refuse(scope, receive, send, ["path"])
+            return
+        query: bytes = scope.get("query_string", b"")
+        if b"%00" in query or b"\x00" in query:
+            await self._refuse(scope, receive, send, ["query"])
+            return
+        headers = dict(scope.get("headers") or [])
+        ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        if scope.get("method") not in ("POST", "PUT", "PATCH", "DELETE") or ctype not in TEXT_BODIES:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: pass it on as it came
+                replay = [message]
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = bool(message.get("more_body")) and size <= MAX_SCANNED_BODY
+        else:
+            replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": size > MAX_SCANNED_BODY
+                       and bool(message.get("more_body"))}]
+        body = b"".join(chunks)
+        if b"\x00" in body or (_JSON_NUL if ctype == "application/json" else _FORM_NUL).search(body):
+            await self._refuse(scope, receive, send, ["body"])
+            return
+
+        async def replayed() -> Message:
+            return replay.pop(0) if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, loc: list[str]) -> None:
+        log.info("refused a request with a NUL character in its %s: %s %s", loc[0], scope.get("method"),
+                 str(scope.get("path", "")).replace("\x00", "\\0")[:200])
+        request = Request(scope, receive)
+        if _wants_page(scope):
+            request.state.principal = None  # the error page is shown without the signed-in menu
+        response = _unprocessable(request, NUL_VI, loc)
+        await response(scope, receive, send)
 
 
 ERROR_SCHEMA = {"type": "object", "properties": {
@@ -119,8 +206,29 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     @app.exception_handler(UnicodeError)
     async def bad_text(_request: Request, exc: UnicodeError) -> JSONResponse:
         """Lone surrogates (\\ud800…) are valid JSON escapes but not text: refuse them instead of failing later."""
-        return JSONResponse({"detail": [{"loc": ["body"], "msg": f"text contains invalid characters ({exc.reason})",
+        reason = getattr(exc, "reason", exc)
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": f"text contains invalid characters ({reason})",
                                          "type": "value_error"}]}, status_code=422)
+
+    @app.exception_handler(DataError)
+    async def bad_value(request: Request, exc: DataError) -> Response:
+        """A value the database refuses (a NUL in text, a number out of range…) is the caller's error: 422."""
+        log.info("refused a value the database cannot store: %s", str(exc.orig).splitlines()[0][:200])
+        return _unprocessable(request, BAD_VALUE_VI, ["body"])
+
+    @app.exception_handler(StatementError)
+    async def bad_parameter(request: Request, exc: StatementError) -> Response:
+        """A parameter that cannot even be sent (too large for SQLite's integers…): 422; anything else stays a 500."""
+        if isinstance(exc, DBAPIError) or not isinstance(exc.orig, ValueError | OverflowError | TypeError):
+            raise exc
+        log.info("refused a value the database cannot take: %s", exc.orig)
+        return _unprocessable(request, BAD_VALUE_VI, ["body"])
+
+    @app.exception_handler(OverflowError)
+    async def overflow(request: Request, exc: OverflowError) -> Response:
+        """A number or date beyond what Python's calendar or the database can hold (year 9999 + 1 week…): 422."""
+        log.info("refused an out-of-range value: %s", exc)
+        return _unprocessable(request, BAD_VALUE_VI, ["query"])
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
     def healthz(svc: ServiceDep) -> JSONResponse:
@@ -171,4 +279,5 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(metrics.router)
     app.include_router(pages.router)
+    app.add_middleware(RejectNul)
     return app

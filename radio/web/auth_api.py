@@ -12,7 +12,17 @@ from radio import auth
 from radio.auth import Principal
 from radio.models import Role, User
 from radio.web.deps import SessionDep, SettingsDep
-from radio.web.security import COOKIE, READ, Admin, cookie_secure, new_session
+from radio.web.security import (
+    COOKIE,
+    CSRF_HEADER,
+    LOGIN_CSRF_COOKIE,
+    READ,
+    Admin,
+    cookie_secure,
+    cross_site,
+    new_session,
+    session_csrf_ok,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
 
@@ -69,7 +79,17 @@ def start_session(response: Response, settings: SettingsDep, user: User) -> str:
     return csrf
 
 
-@router.post("/login", response_model=Me)
+def same_site_json(request: Request, settings: SettingsDep) -> None:
+    """Login CSRF guard for the JSON login: a browser can post JSON cross-site only after a CORS preflight,
+    which this app never grants; a request the browser marks as cross-site is refused outright."""
+    if cross_site(request, settings):
+        raise HTTPException(403, "đăng nhập từ trang web khác bị từ chối")
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise HTTPException(415, "gửi tên đăng nhập và mật khẩu dạng JSON (Content-Type: application/json)")
+
+
+@router.post("/login", response_model=Me, dependencies=[Depends(same_site_json)])
 def login(body: LoginIn, request: Request, response: Response, session: SessionDep, settings: SettingsDep) -> Me:
     throttle: auth.LoginThrottle = request.app.state.login_throttle
     try:
@@ -82,9 +102,13 @@ def login(body: LoginIn, request: Request, response: Response, session: SessionD
 
 
 @router.post("/logout", status_code=204)
-def logout(response: Response) -> Response:
+def logout(request: Request, settings: SettingsDep) -> Response:
+    """End the browser session; with a session cookie the session's CSRF token must come in ``X-CSRF-Token``."""
+    if not session_csrf_ok(request, settings, request.headers.get(CSRF_HEADER)):
+        raise HTTPException(403, "thiếu hoặc sai mã CSRF (tải lại trang rồi thử lại)")
     response = Response(status_code=204)
     response.delete_cookie(COOKIE, path="/")
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
     return response
 
 

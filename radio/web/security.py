@@ -5,6 +5,11 @@
   signed and time-limited, tied to the user's session epoch (a password change or disable ends it).
 - Every unsafe request authenticated by cookie must carry the session's CSRF token, in the
   ``X-CSRF-Token`` header or a ``csrf_token`` form field; bearer-token requests are not exposed to CSRF.
+- Before there is a session, the login form is protected by a signed double-submit token: ``GET /login``
+  sets the ``radio_login_csrf`` cookie and puts the same token in the form; ``POST /login`` refuses a
+  form whose token does not match its cookie (login CSRF: signing a victim in as the attacker).
+  Logging out needs the session's token too. Both login routes refuse a request a browser marks as
+  cross-site (``Origin`` of another site, ``Sec-Fetch-Site: cross-site``).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, cast
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
@@ -24,6 +29,8 @@ from radio.settings import Settings
 from radio.web.deps import get_session
 
 COOKIE = "radio_session"
+LOGIN_CSRF_COOKIE = "radio_login_csrf"
+LOGIN_CSRF_HOURS = 12  # how long a login form stays usable
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -64,7 +71,61 @@ def read_session(request: Request, settings: Settings) -> dict[str, Any] | None:
 
 
 def cookie_secure(settings: Settings) -> bool:
+    """Cookies get the ``Secure`` flag when the console is served over https (``public_base_url``)."""
     return bool(settings.public_base_url and settings.public_base_url.startswith("https://"))
+
+
+# CSRF before a session exists (the login form) --------------------------------------------------------
+def _login_serializer(settings: Settings) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret_key(settings), salt="radio-login-csrf")
+
+
+def login_csrf_token(request: Request, settings: Settings) -> str | None:
+    """The token of this browser's pre-session cookie, if it carries a valid one."""
+    raw = request.cookies.get(LOGIN_CSRF_COOKIE)
+    if not raw:
+        return None
+    try:
+        token = _login_serializer(settings).loads(raw, max_age=LOGIN_CSRF_HOURS * 3600)
+    except BadSignature:
+        return None
+    return token if isinstance(token, str) and token else None
+
+
+def issue_login_csrf(response: Response, settings: Settings, token: str | None = None) -> str:
+    """Set the pre-session cookie (HttpOnly, SameSite=Lax, Secure over https); returns the token for the form."""
+    token = token or secrets.token_urlsafe(24)
+    response.set_cookie(LOGIN_CSRF_COOKIE, _login_serializer(settings).dumps(token), max_age=LOGIN_CSRF_HOURS * 3600,
+                        httponly=True, samesite="lax", secure=cookie_secure(settings), path="/")
+    return token
+
+
+def login_csrf_ok(request: Request, settings: Settings, sent: str | None) -> bool:
+    """The form's token matches the browser's signed pre-session cookie (double submit)."""
+    expected = login_csrf_token(request, settings)
+    return bool(expected) and secrets.compare_digest(sent or "", expected or "")
+
+
+def cross_site(request: Request, settings: Settings) -> bool:
+    """A browser says this request comes from another site (the ``Origin`` or ``Sec-Fetch-Site`` header)."""
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return True
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return origin == "null"  # sandboxed frames and some redirects send "null": never our own pages
+    ours = {f"{request.url.scheme}://{request.headers.get('host', '')}".lower()}
+    if settings.public_base_url:
+        ours.add(settings.public_base_url.rstrip("/").lower())
+    return origin.rstrip("/").lower() not in ours
+
+
+def session_csrf_ok(request: Request, settings: Settings, sent: str | None) -> bool:
+    """For logout: no valid session (nothing to end) or the session's own token was sent."""
+    data = read_session(request, settings)
+    if data is None:
+        return True
+    expected = str(data.get("csrf", ""))
+    return bool(expected) and secrets.compare_digest(sent or "", expected)
 
 
 async def current_principal(request: Request, session: Annotated[Session, Depends(get_session)]) -> Principal | None:

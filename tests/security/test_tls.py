@@ -131,7 +131,7 @@ def test_broker_urls_carry_the_tls_files() -> None:
     for bad in ("mqtt://broker.vn?ca=/ca.pem", "mqtts://broker.vn?key=/k.pem", "mqtts://broker.vn?insecure=1"):
         with pytest.raises(ValueError):
             BrokerAddress.parse(bad)
-    with pytest.raises(ServiceUnavailable, match="TLS files"):
+    with pytest.raises(ServiceUnavailable, match="tệp TLS"):
         tls_context(BrokerAddress.parse("mqtts://broker.vn?ca=/khong/co/ca.pem"))
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from starlette.routing import Route
 
 from radio.auth import add_user
 from radio.db import migrate, transaction
@@ -14,14 +18,18 @@ from radio.schedule.loader import load_programme
 from radio.service import Service
 from radio.settings import Settings
 from radio.web.app import create_app
+from radio.web.pages.common import PageRoute
 from tests.conftest import DEMO, ROLES, role_headers
 
 HUMANS = {"admin", "officer", "approver", "auditor"}
 EDIT = {"admin", "officer"}
 APPROVE = {"admin", "approver"}
+PREVIEW = {"admin", "officer", "approver"}
+RECORD = EDIT | APPROVE  # the recording page: officers record, approvers air recordings
 PUBLIC = set(ROLES) | {None}
 
-# The access policy, written out: (method, path) -> roles allowed. A new route must be added here.
+# The access policy, written out: (method, path) -> roles allowed. Every route the app serves is here, the
+# JSON API, the HTML console and the framework's own pages alike: a new route without an entry fails the test.
 MATRIX: dict[tuple[str, str], set[str | None] | set[str]] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/audio/{name}"): PUBLIC,  # content-addressed by a 256-bit hash; nodes fetch it
@@ -54,13 +62,70 @@ MATRIX: dict[tuple[str, str], set[str | None] | set[str]] = {
     ("POST", "/api/v1/cap"): APPROVE,
     ("POST", "/api/v1/lexicon"): EDIT,
     ("DELETE", "/api/v1/lexicon/{written}"): EDIT,
-    ("POST", "/api/v1/tts/preview"): {"admin", "officer", "approver"},
+    ("POST", "/api/v1/tts/preview"): PREVIEW,
     **{("GET", p): HUMANS for p in ("/api/v1/asrun", "/api/v1/reconciliation", "/api/v1/reports",
                                     "/api/v1/exchange")},
     **{("GET", p): {"admin", "auditor"} for p in ("/api/v1/audit", "/api/v1/audit/verify", "/api/v1/audit/head")},
+    # Outside the OpenAPI schema: operations, the console's assets and the API's own documentation (public).
+    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/static/{name}"): PUBLIC,
+    **{(m, p): PUBLIC for p in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc") for m in ("GET", "HEAD")},
+    # The HTML console (radio/web/pages): signed out, every page but the login form redirects to /login.
+    ("GET", "/login"): PUBLIC,
+    ("POST", "/login"): PUBLIC,
+    ("POST", "/logout"): PUBLIC,
+    ("GET", "/"): HUMANS,
+    ("GET", "/cum-loa"): HUMANS,
+    ("GET", "/cum-loa/{node_id}"): HUMANS,
+    ("GET", "/phat/{broadcast_id}"): HUMANS,
+    ("GET", "/ban-tin"): PREVIEW,
+    ("GET", "/ban-tin/moi"): EDIT,
+    ("POST", "/ban-tin/moi"): EDIT,
+    ("GET", "/ban-tin/{bulletin_id}"): PREVIEW,
+    ("POST", "/ban-tin/{bulletin_id}"): EDIT,
+    ("POST", "/ban-tin/{bulletin_id}/nghe-thu"): PREVIEW,
+    ("POST", "/ban-tin/{bulletin_id}/duyet"): APPROVE,
+    ("POST", "/ban-tin/{bulletin_id}/tra-lai"): APPROVE,
+    ("POST", "/ban-tin/{bulletin_id}/xoa"): EDIT,
+    ("GET", "/lich-phat"): HUMANS,
+    ("GET", "/lich-phat/moi"): EDIT,
+    ("POST", "/lich-phat/moi"): EDIT,
+    ("POST", "/lich-phat/kiem-tra"): EDIT,
+    ("GET", "/lich-phat/{slot_id}"): HUMANS,
+    ("POST", "/lich-phat/{slot_id}"): EDIT,
+    ("POST", "/lich-phat/{slot_id}/xoa"): EDIT,
+    ("GET", "/khan-cap"): APPROVE,
+    ("POST", "/khan-cap"): APPROVE,
+    ("POST", "/khan-cap/phat"): APPROVE,
+    ("GET", "/thu-am"): RECORD,
+    ("POST", "/thu-am"): EDIT,
+    ("POST", "/thu-am/{asset_id}/phat"): APPROVE,
+    ("GET", "/nhat-ky"): HUMANS,
+    ("GET", "/nhat-ky.csv"): HUMANS,
 }
 SAMPLE = {"name": "0" * 64 + ".mp3", "username": "r-spare", "broadcast_id": "1", "bulletin_id": "nhac-lich-mot-cua",
-          "slot_id": "nhac-lich-mot-cua", "written": "UBND"}
+          "slot_id": "nhac-lich-mot-cua", "written": "UBND", "node_id": "loa-tdp1-a", "asset_id": "nhac-hieu"}
+STATIC_SAMPLE = {"/static/{name}": {"name": "app.css"}}
+
+
+def served_routes(app: Any) -> dict[tuple[str, str], bool]:
+    """Every (method, path) the app answers, from ``app.routes`` (not the OpenAPI schema, which hides the
+    console and the docs); the value says whether it is a console page (signed out: a redirect to /login)."""
+    try:  # FastAPI ≥ 0.165 keeps included routers lazily; this walks them as the router does
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI: app.routes is already flat
+        contexts: list[Any] = list(app.routes)
+        originals = contexts
+    else:
+        contexts = list(iter_route_contexts(app.routes))
+        originals = [c.original_route for c in contexts]
+    routes: dict[tuple[str, str], bool] = {}
+    for route, original in zip(contexts, originals, strict=True):
+        if not isinstance(original, APIRoute | Route):
+            raise AssertionError(f"a route of an unexpected kind: {original!r} (add it to the matrix walk)")
+        for method in route.methods or ():
+            routes[(method, route.path)] = isinstance(original, PageRoute)
+    return routes
 
 
 @pytest.fixture
@@ -77,21 +142,39 @@ def app_and_headers(make_settings: Callable[..., Settings]) -> Iterator[tuple[Te
 
 
 def test_every_route_with_every_role(app_and_headers: tuple[TestClient, dict[str, dict[str, str]]]) -> None:
-    """Each route answers 401 without credentials, 403 to roles outside the policy, and lets allowed roles in."""
+    """Each route, JSON or HTML, with every role and signed out: the API answers 401 signed out, the console
+    redirects to the login form; roles outside the policy get 403; allowed roles get in."""
     client, headers = app_and_headers
-    routes = {(m.upper(), p) for p, ops in client.app.openapi()["paths"].items() for m in ops}  # type: ignore[attr-defined]
-    assert routes == set(MATRIX), f"routes without a policy entry: {routes - set(MATRIX)}"
-    assert client.get("/metrics").status_code == 200  # outside the schema; public like /healthz (docs/security.md)
+    routes = served_routes(client.app)
+    assert set(routes) - set(MATRIX) == set(), "routes without a policy entry (add them to MATRIX)"
+    assert set(MATRIX) - set(routes) == set(), "MATRIX entries for routes the app no longer serves"
+    assert sum(routes.values()) >= 30  # the console's pages are walked too, not only the schema's operations
     for (method, path), allowed in sorted(MATRIX.items()):
-        url = path.format(**SAMPLE)
+        url = path.format(**{**SAMPLE, **STATIC_SAMPLE.get(path, {})})
+        page = routes[(method, path)]
         for role in (*ROLES, None):
-            status = client.request(method, url, headers=headers[role] if role else {}).status_code
+            data = {"csrf_token": login_form_token(client)} if (method, path) == ("POST", "/login") else None
+            r = client.request(method, url, headers=headers[role] if role else {}, data=data, follow_redirects=False)
+            where = (method, path, role, r.status_code)
+            to_login = r.status_code == 303 and r.headers["location"].startswith("/login?next=")
             if role in allowed:
-                assert status not in (401, 403), (method, path, role, status)
+                assert r.status_code not in (401, 403) and not to_login, where
+                assert r.status_code < 500 or r.status_code == 503, where  # 503: no broker here
+            elif role is None and page:
+                assert to_login, where
             elif role is None:
-                assert status == 401, (method, path, status)
+                assert r.status_code == 401, where
             else:
-                assert status == 403, (method, path, role, status)
+                assert r.status_code == 403, where
+
+
+def login_form_token(client: TestClient) -> str:
+    """Open the login form as a browser does: the pre-session cookie is set and the form carries its token."""
+    r = client.get("/login")
+    assert r.status_code == 200 and "radio_login_csrf" in client.cookies
+    found = re.search(r'name="csrf_token" value="([^"]+)"', r.text)
+    assert found, "the login form carries no CSRF token"
+    return found.group(1)
 
 
 def test_cookie_session_needs_csrf_on_changes(app_and_headers: tuple[TestClient, dict[str, dict[str, str]]]) -> None:
