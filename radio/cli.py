@@ -447,17 +447,23 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     with _factory(settings)() as session:
         _check_known(session, zone=args.zone, segment=args.segment)
         result = asrun.reconcile(session, period, grace_s=settings.misfire_grace_s, zone=args.zone,
-                                 segment=args.segment)
+                                 segment=args.segment, priority=args.priority, outcome=args.outcome)
+    if args.page < 1:
+        raise ValueError("--page phải từ 1")
     if not result.rows:
         print(f"Không có lượt phát nào theo lịch — {period.label_vi}.")
         return 0
+    shown = result.page(limit=args.limit, offset=(args.page - 1) * args.limit if args.limit else 0)
+    if not shown:
+        print(f"Trang {args.page} trống (tổng {result.total} dòng).")
+        return 0
     rows = [("Thời gian", "Chương trình", "Theo lịch", "Kết quả", "Phủ", "Lý do")]
-    for r in result.rows:
+    for r in shown:
         rows.append((r.local_time, r.title[:40], "có" if r.planned else "ngoài lịch", r.category_vi,
                      f"{r.played_fully}/{r.targeted}" if r.targeted else "", (r.reason or "")[:70]))
     print(_table(rows))
-    print(f"\n{period.label_vi}: " + "; ".join(f"{asrun.CATEGORY_VI[asrun.Category(c)]} {n}"
-                                               for c, n in result.counts.items() if n))
+    print(f"\n{len(shown)}/{result.total} dòng. {period.label_vi}: "
+          + "; ".join(f"{asrun.CATEGORY_VI[asrun.Category(c)]} {n}" for c, n in result.counts.items() if n))
     return 0
 
 
@@ -631,6 +637,11 @@ def build_parser() -> argparse.ArgumentParser:
     _period_options(p, required=True)
     p.add_argument("--zone", help="chỉ một tổ dân phố")
     p.add_argument("--segment", help="chỉ một chuyên mục")
+    p.add_argument("--priority", help="normal, priority, emergency (nhiều giá trị cách nhau bằng dấu phẩy)")
+    p.add_argument("--outcome", help="aired, partial, preempted, missed, not_approved, not_aired, failed, "
+                                     "in_progress, future (nhiều giá trị cách nhau bằng dấu phẩy)")
+    p.add_argument("--limit", type=int, help="số dòng mỗi trang (mặc định: tất cả)")
+    p.add_argument("--page", type=int, default=1, help="trang (từ 1)")
     p.set_defaults(handler=cmd_reconcile)
 
     p = sub.add_parser("report", help="lập báo cáo kết quả phát thanh (PDF, XLSX, CSV) làm tài liệu minh chứng")

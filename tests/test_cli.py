@@ -149,3 +149,21 @@ def test_tts_say_writes_wav_when_asked(tmp_path: Path, capsys: pytest.CaptureFix
     assert probe_duration(wav) == pytest.approx(seconds, abs=0.1)
     assert main(["tts", "say", "Thông báo.", "-o", str(tmp_path / "x.flac")]) == 2
     assert ".flac" in capsys.readouterr().err and not (tmp_path / "x.flac").exists()
+
+
+def test_reconcile_filters_and_pages(capsys: pytest.CaptureFixture[str]) -> None:
+    """`radio reconcile` pages the coming occurrences, filters by outcome, and names a bad filter value."""
+    import datetime as dt
+
+    assert main(["schedule", "load", str(DEMO)]) == 0
+    today = dt.date.today()
+    period = ["--from", today.isoformat(), "--to", (today + dt.timedelta(days=7)).isoformat()]
+    capsys.readouterr()
+    assert main(["reconcile", *period, "--outcome", "future", "--limit", "2", "--page", "1"]) == 0
+    out = capsys.readouterr().out
+    shown, total = out.rsplit("\n", 2)[-2].split(" dòng")[0].split("/")
+    assert shown == "2" and int(total) > 2 and out.count("chưa đến giờ") >= 2
+    assert main(["reconcile", *period, "--outcome", "aired"]) == 0
+    assert "Không có lượt phát nào" in capsys.readouterr().out
+    assert main(["reconcile", *period, "--outcome", "nonsense"]) == 2
+    assert "outcome" in capsys.readouterr().err

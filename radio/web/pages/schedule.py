@@ -277,14 +277,8 @@ def _check(values: dict[str, Any], session: Session, settings: Settings) -> tupl
         return invalid(exc), []
     except InvalidInput as exc:
         session.rollback()
-        return _vi_ref(exc), []
+        return say(exc), []
     return None, explain(list(result.problems), spec.name, spec.id, session)
-
-
-def _vi_ref(exc: InvalidInput) -> str:
-    if exc.detail.endswith("does not exist"):
-        return f"{exc.detail.removesuffix(' does not exist')} không còn tồn tại (có thể vừa bị xóa)"
-    return say(exc)
 
 
 @router.get("/lich-phat/moi")
@@ -322,7 +316,7 @@ def _save(request: Request, session: Session, settings: Settings, user: Principa
                           error="Chưa lưu: khung giờ vi phạm quy định dưới đây.", status_code=422)
     except InvalidInput as exc:
         session.rollback()
-        return _form_page(request, session, settings, values, slot=slot, error=_vi_ref(exc), status_code=422)
+        return _form_page(request, session, settings, values, slot=slot, error=say(exc), status_code=422)
     except Conflict as exc:
         session.rollback()
         return _form_page(request, session, settings, values, slot=slot, error=str(exc), status_code=422)
