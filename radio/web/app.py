@@ -12,10 +12,12 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 from radio.auth import LoginThrottle
 from radio.errors import Conflict, InvalidInput, NotFound, RadioError, ServiceUnavailable
@@ -143,6 +145,8 @@ class RejectNul:
         await response(scope, receive, send)
 
 
+DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript; charset=utf-8", "swagger-ui.css": "text/css; charset=utf-8",
+               "favicon-32x32.png": "image/png"}
 ERROR_SCHEMA = {"type": "object", "properties": {
     "detail": {"description": "what is wrong, for a person", "anyOf": [{"type": "string"}, {"type": "array"}]},
     "field": {"type": "string"}, "problems": {"type": "array"}}}
@@ -179,7 +183,10 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
             if manage:
                 service.stop()
 
-    app = FastAPI(title="radio — đài truyền thanh thông minh", version="1", lifespan=lifespan)
+    # /docs is served below from the swagger-ui-bundle wheel: FastAPI's own pages load Swagger UI and ReDoc from
+    # a CDN, which a ward office without Internet never reaches (a blank page).
+    app = FastAPI(title="radio — đài truyền thanh thông minh", version="1", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.service = service
     app.state.login_throttle = LoginThrottle()
     store = AudioStore(service.settings.audio_dir)
@@ -270,6 +277,20 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
         return Response(body, media_type="audio/mpeg", headers=IMMUTABLE)
 
     _document_errors(app)
+    @app.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} — API",
+                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs/assets/favicon-32x32.png")
+
+    @app.api_route("/docs/assets/{name}", methods=["GET", "HEAD"], include_in_schema=False)
+    def docs_asset(name: str) -> FileResponse:
+        if name not in DOCS_ASSETS:
+            raise NotFound("static file", name)
+        return FileResponse(swagger_ui_path / name, media_type=DOCS_ASSETS[name],
+                            headers={"Cache-Control": "public, max-age=86400"})
+
     app.include_router(auth_api.router)
     app.include_router(api.router)
     app.include_router(programme_api.router)

@@ -69,7 +69,7 @@ MATRIX: dict[tuple[str, str], set[str | None] | set[str]] = {
     # Outside the OpenAPI schema: operations, the console's assets and the API's own documentation (public).
     ("GET", "/metrics"): PUBLIC,
     ("GET", "/static/{name}"): PUBLIC,
-    **{(m, p): PUBLIC for p in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc") for m in ("GET", "HEAD")},
+    **{(m, p): PUBLIC for p in ("/openapi.json", "/docs", "/docs/assets/{name}") for m in ("GET", "HEAD")},
     # The HTML console (radio/web/pages): signed out, every page but the login form redirects to /login.
     ("GET", "/login"): PUBLIC,
     ("POST", "/login"): PUBLIC,
@@ -242,3 +242,16 @@ def test_passwords_are_stored_with_argon2(app_and_headers: tuple[TestClient, dic
     with service.factory() as session:
         hashes = list(session.scalars(select(User.password_hash)))
     assert hashes and all(h.startswith("$argon2id$") and "mat-khau-thu" not in h for h in hashes)
+
+
+def test_api_docs_work_offline(app_and_headers: tuple[TestClient, dict[str, dict[str, str]]]) -> None:
+    """/docs loads Swagger UI from this server (a ward office may have no Internet), never from a CDN."""
+    client, _headers = app_and_headers
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets and all(a.startswith("/docs/assets/") for a in assets), assets
+    for url in assets:
+        got = client.get(url)
+        assert got.status_code == 200 and len(got.content) > 500, url
+    assert client.get("/docs/assets/..%2Fapp.py").status_code == 404
