@@ -7,6 +7,7 @@ again afterwards, so normal programming continues with the next slot.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -48,10 +49,15 @@ class EmergencyRequest:
     actor: str = "system"
     valid_until: dt.datetime | None = None
     external_id: str | None = None
+    occurrence_key: str | None = None  # default: a fresh "emergency:<bulletin id>"; CAP: one per alert
 
 
 def trigger(broadcaster: Broadcaster, request: EmergencyRequest) -> int:
-    """Create an approved emergency bulletin and air it now; returns the broadcast id."""
+    """Create an approved emergency bulletin and air it now; returns the broadcast id.
+
+    With ``request.occurrence_key`` already taken (the same CAP alert posted twice, perhaps at the same moment),
+    the broadcast that took it is returned and nothing airs again.
+    """
     text = request.text.strip()
     if not text:
         raise InvalidInput("nội dung khẩn cấp trống", where="text")
@@ -76,13 +82,22 @@ def trigger(broadcaster: Broadcaster, request: EmergencyRequest) -> int:
                                                      "external_id": request.external_id}))
     log.warning("KHẨN CẤP do %s kích hoạt: «%s» trên %s", request.actor, request.title,
                 ", ".join(request.zone_ids) or "toàn phường")
+    key = request.occurrence_key or f"emergency:{bulletin.id}"
     broadcast_id = broadcaster.air(Plan.of_bulletins(
-        [bulletin], occurrence_key=f"emergency:{bulletin.id}", kind="emergency", title=request.title,
+        [bulletin], occurrence_key=key, kind="emergency", title=request.title,
         priority=Priority.EMERGENCY, scheduled_at=now, zone_ids=list(request.zone_ids),
         external_id=request.external_id, valid_until=request.valid_until,
     ))
-    assert broadcast_id is not None  # a fresh key is never taken
+    if broadcast_id is None:  # the key was taken meanwhile (only a caller-given key can be)
+        existing = _broadcast_by_key(broadcaster, key)
+        assert existing is not None
+        return existing
     return broadcast_id
+
+
+def _broadcast_by_key(broadcaster: Broadcaster, key: str) -> int | None:
+    with broadcaster.factory() as session:
+        return session.scalar(select(Broadcast.id).where(Broadcast.occurrence_key == key))
 
 
 def stop(broadcaster: Broadcaster, broadcast_id: int, reason: str) -> None:
@@ -125,6 +140,29 @@ class CapAlert:
     instruction: str
     expires: dt.datetime | None
     geocodes: list[str]
+    sent: str = ""  # as written; with sender and identifier it names the alert (CAP 1.2 §3.2.1)
+
+    @property
+    def key(self) -> str:
+        """The occurrence key of this alert's broadcast: one per (status, sender, identifier, sent), so the same
+        alert posted twice airs once, and an Exercise never shares a key with an Actual alert."""
+        return cap_key(self.status, self.sender, self.identifier, self.sent)
+
+
+def cap_key(status: str, sender: str, identifier: str, sent: str) -> str:
+    digest = hashlib.sha256("\n".join((sender, identifier, _instant_text(sent))).encode()).hexdigest()[:40]
+    return f"cap:{status}:{digest}"
+
+
+def _instant_text(sent: str) -> str:
+    """``sent`` as one canonical UTC text (2026-11-27T10:00:00+07:00 and 2026-11-27T03:00:00Z are one instant)."""
+    try:
+        when = dt.datetime.fromisoformat(sent.strip())
+    except ValueError:
+        return sent.strip()
+    if when.tzinfo is None:
+        return when.isoformat()
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_cap(xml: bytes) -> CapAlert:
@@ -171,7 +209,7 @@ def parse_cap(xml: bytes) -> CapAlert:
         headline=text(info, "headline") if info is not None else "",
         description=text(info, "description") if info is not None else "",
         instruction=text(info, "instruction") if info is not None else "",
-        expires=expires, geocodes=[g for g in geocodes if g],
+        expires=expires, geocodes=[g for g in geocodes if g], sent=text(root, "sent"),
     )
 
 
@@ -184,8 +222,18 @@ class CapOutcome:
 
 def handle_cap(broadcaster: Broadcaster, alert: CapAlert, *, zone_map: dict[str, list[str]],
                test_zone: str | None) -> CapOutcome:
-    """Apply a CAP alert: Alert airs, Update replaces, Cancel stops; Exercise/Test reach the test zone only."""
-    earlier = _broadcasts_for(broadcaster, alert.references)
+    """Apply a CAP alert: Alert airs, Update replaces, Cancel stops; Exercise/Test reach the test zone only.
+
+    Idempotent: an alert already received (same sender, identifier and sent) returns its broadcast and airs
+    nothing again. An Update or Cancel acts only on the referenced alerts of its own status: an Exercise or
+    Test Cancel never stops an Actual alert's broadcast.
+    """
+    if alert.msg_type in ("Alert", "Update"):
+        existing = _broadcast_by_key(broadcaster, alert.key)
+        if existing is not None:
+            return CapOutcome(action="duplicate", broadcast_id=existing,
+                              detail=f"bản tin CAP {alert.identifier} đã nhận trước đó (lượt phát số {existing})")
+    earlier = _broadcasts_for(broadcaster, alert.references, alert.status)
     if alert.msg_type == "Cancel":
         for b in earlier:
             stop(broadcaster, b, f"CAP hủy bởi {alert.identifier}")
@@ -209,7 +257,7 @@ def handle_cap(broadcaster: Broadcaster, alert: CapAlert, *, zone_map: dict[str,
                                 alert.instruction) if p)
     broadcast_id = trigger(broadcaster, EmergencyRequest(
         text=text, title=alert.headline or "Cảnh báo khẩn cấp", zone_ids=zones, actor=f"CAP:{alert.sender}",
-        valid_until=alert.expires, external_id=alert.identifier,
+        valid_until=alert.expires, external_id=alert.identifier, occurrence_key=alert.key,
     ))
     return CapOutcome(action="replaced" if earlier else "aired", broadcast_id=broadcast_id,
                       detail=f"phát trên {', '.join(zones) or 'toàn phường'}")
@@ -228,11 +276,18 @@ def _zones_for(geocodes: list[str], zone_map: dict[str, list[str]]) -> list[str]
     return sorted(zones) if matched else None
 
 
-def _broadcasts_for(broadcaster: Broadcaster, identifiers: list[str]) -> list[int]:
+def _broadcasts_for(broadcaster: Broadcaster, identifiers: list[str], status: str) -> list[int]:
+    """Broadcasts of the referenced alerts that have the same CAP status (Actual, Exercise, Test…).
+
+    Broadcasts made before CAP keys existed (``emergency:…``) count as Actual.
+    """
     if not identifiers:
         return []
+    same_status = Broadcast.occurrence_key.startswith(f"cap:{status}:", autoescape=True)
+    if status == "Actual":
+        same_status = same_status | Broadcast.occurrence_key.startswith("emergency:")
     with broadcaster.factory() as session:
         return list(session.scalars(select(Broadcast.id).where(
-            Broadcast.external_id.in_(identifiers),
+            Broadcast.external_id.in_(identifiers), same_status,
             Broadcast.status.not_in([BroadcastStatus.NOT_AIRED, BroadcastStatus.MISSED]),
         ).order_by(Broadcast.id)))

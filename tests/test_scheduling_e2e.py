@@ -12,8 +12,19 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from radio.broadcast import Broadcaster
 from radio.db import migrate, transaction
-from radio.models import Alert, Broadcast, BroadcastStatus, Delivery, DeliveryState, ServiceMark, utcnow
+from radio.models import (
+    Alert,
+    AudioAsset,
+    Broadcast,
+    BroadcastStatus,
+    Command,
+    Delivery,
+    DeliveryState,
+    ServiceMark,
+    utcnow,
+)
 from radio.schedule.loader import load_programme
 from radio.schedule.runner import ALIVE
 from radio.service import Service
@@ -238,3 +249,188 @@ def test_cli_emergency_goes_through_the_running_service(
     row = _wait_settled(service, broadcast_id)
     assert row.kind == "emergency" and {d.node_id for d in row.deliveries} == {"loa-tdp2-a"}
     assert row.status == BroadcastStatus.COMPLETED
+
+
+class RecordingBroadcaster(Broadcaster):
+    """The real broadcaster (claims, audio, deliveries, commands), with publishing recorded instead of sent."""
+
+    def __init__(self, settings: Settings, factory: sessionmaker[Session]) -> None:
+        super().__init__(settings, factory, None)  # type: ignore[arg-type]
+        self.published: list[Command] = []
+
+    def publish(self, command: Command) -> None:
+        self.published.append(command)
+
+
+@pytest.fixture
+def cap_broadcaster(make_settings: Callable[..., Settings]) -> Iterator[RecordingBroadcaster]:
+    service = Service(make_settings(cap_zone_map={"TX-SONG": ["tdp-1", "tdp-2"], "TX-ALL": ["all"]},
+                                    cap_test_zone="tdp-6"))
+    migrate(service.engine)
+    load_programme(DEMO, service.factory, settings=service.settings)
+    yield RecordingBroadcaster(service.settings, service.factory)
+    service.engine.dispose()
+
+
+def stops_for(broadcaster: RecordingBroadcaster, broadcast_id: int) -> int:
+    return sum(1 for c in broadcaster.published
+               if c.broadcast_id == broadcast_id and c.payload.get("type") == "stop")
+
+
+def test_the_same_cap_alert_posted_twice_airs_once(cap_broadcaster: RecordingBroadcaster) -> None:
+    """A CAP alert received twice (a retry, a second feed) returns the first broadcast and airs nothing again."""
+    from radio import emergency
+
+    zone_map = cap_broadcaster.settings.cap_zone_map
+    alert = emergency.parse_cap(cap("lu-1"))
+    first = emergency.handle_cap(cap_broadcaster, alert, zone_map=zone_map, test_zone="tdp-6")
+    assert first.action == "aired" and first.broadcast_id is not None
+    published = len(cap_broadcaster.published)
+    again = emergency.handle_cap(cap_broadcaster, emergency.parse_cap(cap("lu-1")), zone_map=zone_map,
+                                 test_zone="tdp-6")
+    assert (again.action, again.broadcast_id) == ("duplicate", first.broadcast_id)
+    assert len(cap_broadcaster.published) == published  # no new command
+    with cap_broadcaster.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Broadcast).where(
+            Broadcast.external_id == "lu-1")) == 1
+    # The same identifier from the same sender but sent at another time is another alert.
+    other = emergency.handle_cap(cap_broadcaster, emergency.parse_cap(cap("lu-1").replace(
+        b"2026-11-27T10:00:00+07:00</sent>", b"2026-11-27T11:00:00+07:00</sent>")), zone_map=zone_map,
+        test_zone="tdp-6")
+    assert other.action == "aired" and other.broadcast_id != first.broadcast_id
+
+
+@pytest.mark.parametrize("status", ["Exercise", "Test"])
+def test_an_exercise_or_test_cancel_or_update_leaves_the_actual_alert_on_air(
+    cap_broadcaster: RecordingBroadcaster, status: str,
+) -> None:
+    """A drill's Cancel or Update that references a real alert neither stops nor replaces it; a Cancel of the
+    same status (Actual) does stop it, and a drill's Cancel stops the drill."""
+    from radio import emergency
+
+    zone_map = cap_broadcaster.settings.cap_zone_map
+
+    def post(body: bytes) -> emergency.CapOutcome:
+        return emergency.handle_cap(cap_broadcaster, emergency.parse_cap(body), zone_map=zone_map,
+                                    test_zone="tdp-6")
+
+    actual = post(cap("that"))
+    assert actual.action == "aired" and actual.broadcast_id is not None
+    drill_update = post(cap("drill-update", status=status, msg_type="Update", refs="that"))
+    assert drill_update.action == "aired"  # a drill of its own, on the test zone: nothing replaced
+    drill_cancel = post(cap("drill-cancel", status=status, msg_type="Cancel", refs="that"))
+    assert drill_cancel.action == "cancelled" and drill_cancel.broadcast_id is None
+    assert stops_for(cap_broadcaster, actual.broadcast_id) == 0
+    with cap_broadcaster.factory() as session:
+        row = session.get_one(Broadcast, actual.broadcast_id)
+        assert "CAP" not in (row.reason or "") and row.status == BroadcastStatus.ON_AIR
+
+    drill = post(cap("drill", status=status, geocode="TX-ALL"))
+    assert drill.broadcast_id is not None
+    assert post(cap("drill-stop", status=status, msg_type="Cancel", refs="drill")).broadcast_id == drill.broadcast_id
+    assert stops_for(cap_broadcaster, drill.broadcast_id) > 0 and stops_for(cap_broadcaster, actual.broadcast_id) == 0
+
+    real_cancel = post(cap("that-cancel", msg_type="Cancel", refs="that"))
+    assert real_cancel.broadcast_id == actual.broadcast_id and stops_for(cap_broadcaster, actual.broadcast_id) > 0
+
+
+@pytest.mark.slow
+def test_a_slot_with_an_uploaded_recording_and_a_relay_plays_its_parts_in_order(
+    tmp_path: Path, make_settings: Callable[..., Settings], start_service: Callable[[Service], Running],
+) -> None:
+    """A playlist of the uploaded jingle, a live relay (tiếp âm), then a spoken bulletin — as the demo's evening
+    relay and market slots combine them — reaches every node of the zone as three parts, played in that order,
+    each starting when the previous one ends."""
+    service = _start_demo(make_settings, start_service)
+    assert service.broadcaster is not None and service.fleet is not None
+    relay = "http://127.0.0.1:9/stream/dai-thanh-pho"
+    path = tmp_path / "tiep-am.yaml"
+    path.write_text(
+        "zones:\n  - id: tdp-1\n    name: Tổ dân phố số 1\n    nodes:\n"
+        "      - {id: loa-tdp1-a, name: Cụm loa Nhà văn hóa TDP 1}\n      - {id: loa-tdp1-b, name: Cụm loa đầu ngõ TDP 1}\n"
+        "bulletins:\n  - id: sau-tiep-am\n    title: Sau tiếp âm\n    approved: true\n"
+        "    text: Kết thúc chương trình tiếp âm.\n"
+        "slots:\n  - id: nhac-tiep-am\n    name: Nhạc hiệu và tiếp âm\n    time: \"18:00\"\n"
+        "    dates: [2099-01-05]\n    zones: [tdp-1]\n"
+        f"    play: [{{audio: nhac-hieu}}, {{relay: \"{relay}\", seconds: 2}}, sau-tiep-am]\n",
+        encoding="utf-8")
+    load_programme(path, service.factory, settings=service.settings)
+    broadcast_id = service.broadcaster.fire_slot("nhac-tiep-am", utcnow())
+    assert broadcast_id is not None
+    row = _wait_settled(service, broadcast_id)
+    assert row.status == BroadcastStatus.COMPLETED, row.reason
+    with service.factory() as session:
+        commands = sorted(session.scalars(select(Command).where(Command.broadcast_id == broadcast_id)),
+                          key=lambda c: c.payload["start_at"])
+        jingle = session.get_one(AudioAsset, "nhac-hieu")
+        deliveries = list(session.scalars(select(Delivery).where(Delivery.broadcast_id == broadcast_id)))
+    kinds = [(c.payload["type"], c.topic) for c in commands]
+    assert [kind for kind, _ in kinds] == ["play", "relay", "play"], kinds
+    assert commands[1].payload["stream"] == {"url": relay, "duration_s": 2.0}
+    first_audio, last_audio = commands[0].payload["audio"], commands[2].payload["audio"]
+    # The uploaded jingle alone (after the opening chime every recorded part starts with), not the bulletin too.
+    assert jingle.duration_s <= first_audio["duration_s"] < jingle.duration_s + 5
+    assert first_audio["sha256"] != last_audio["sha256"]
+    nodes = {"loa-tdp1-a", "loa-tdp1-b"}
+    assert {d.node_id for d in deliveries} == nodes and len(deliveries) == 3 * len(nodes)
+    for node in nodes:
+        mine = sorted((d for d in deliveries if d.node_id == node), key=lambda d: d.part)
+        assert [d.state for d in mine] == [DeliveryState.FINISHED] * 3, [(d.part, d.state, d.reason) for d in mine]
+        starts = [d.started_at for d in mine]
+        assert all(s is not None for s in starts) and starts == sorted(starts)
+        assert mine[1].played_s == pytest.approx(2.0, abs=0.5)
+        played = service.fleet.players[node].played[-3:]
+        assert first_audio["sha256"] in played[0] and played[1] == relay and last_audio["sha256"] in played[2], played
+
+
+@pytest.mark.slow
+def test_priority_and_normal_due_at_the_same_instant_play_one_after_the_other(
+    tmp_path: Path, make_settings: Callable[..., Settings], start_service: Callable[[Service], Running],
+) -> None:
+    """A priority (ưu tiên) and a normal slot due at the same second on the same zone: the priority one plays
+    first and the normal one plays in full after it, on every node — not started first and then cut off — even
+    when the priority one is slower to prepare."""
+    service = _start_demo(make_settings, start_service, schedule_sync_s=0.5)
+    assert service.broadcaster is not None and service.runner is not None
+    real_fire = service.broadcaster.fire_slot
+
+    def slow_priority(slot_id: str, at: dt.datetime) -> int | None:
+        if slot_id == "uu-tien":
+            time.sleep(1.0)  # e.g. its speech is not in the cache yet
+        return real_fire(slot_id, at)
+
+    service.broadcaster.fire_slot = slow_priority  # type: ignore[method-assign]
+    at = (utcnow() + dt.timedelta(seconds=6)).replace(microsecond=0)
+    local = at.astimezone(service.settings.tz)
+    path = tmp_path / "cung-gio.yaml"
+    path.write_text(
+        "zones:\n  - id: tdp-1\n    name: Tổ dân phố số 1\n    nodes:\n"
+        "      - {id: loa-tdp1-a, name: Cụm loa Nhà văn hóa TDP 1}\n      - {id: loa-tdp1-b, name: Cụm loa đầu ngõ TDP 1}\n"
+        "bulletins:\n"
+        "  - {id: thuong, title: Thông thường, approved: true, text: Bản tin thường lệ của phường.}\n"
+        "  - {id: gap, title: Ưu tiên, approved: true, text: Thông báo ưu tiên về lịch cắt điện.}\n"
+        "slots:\n"
+        f"  - {{id: thuong, name: Bản tin thường, time: \"{local:%H:%M:%S}\", dates: [{local:%Y-%m-%d}], "
+        "zones: [tdp-1], play: [thuong]}\n"
+        f"  - {{id: uu-tien, name: Thông báo ưu tiên, time: \"{local:%H:%M:%S}\", dates: [{local:%Y-%m-%d}], "
+        "priority: ưu tiên, zones: [tdp-1], play: [gap]}\n",
+        encoding="utf-8")
+    load_programme(path, service.factory, settings=service.settings)
+
+    def broadcast_of(slot_id: str) -> int | None:
+        with service.factory() as session:
+            return session.scalar(select(Broadcast.id).where(Broadcast.slot_id == slot_id))
+
+    wait_for(lambda: broadcast_of("thuong") and broadcast_of("uu-tien"), 30, "both occurrences to fire")
+    priority = _wait_settled(service, broadcast_of("uu-tien") or 0)
+    normal = _wait_settled(service, broadcast_of("thuong") or 0)
+    assert priority.scheduled_at == normal.scheduled_at == at
+    assert priority.status == BroadcastStatus.COMPLETED, priority.reason
+    assert normal.status == BroadcastStatus.COMPLETED, normal.reason  # played in full: not preempted
+    first = {d.node_id: d for d in priority.deliveries}
+    after = {d.node_id: d for d in normal.deliveries}
+    assert set(first) == set(after) == {"loa-tdp1-a", "loa-tdp1-b"}
+    for node, d in after.items():
+        assert first[node].finished_at is not None and d.started_at is not None
+        assert d.started_at >= first[node].finished_at, (node, first[node].finished_at, d.started_at)
+        assert d.played_s == pytest.approx(normal.duration_s, abs=0.5)

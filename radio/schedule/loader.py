@@ -72,6 +72,13 @@ TABLES = ("zones", "nodes", "groups", "segments", "assets", "bulletins", "slots"
 MAX_DURATION_MIN = 360  # a slot's planned length and a relay: at most six hours
 MAX_URL_CHARS = 2000  # SlotItem.relay_url
 MAX_ASSET_BYTES = 200 * 1024 * 1024  # radio.speech.prepare.MAX_UPLOAD_BYTES
+MIN_YEAR, MAX_YEAR = 2000, 2100  # dates a programme may name (from, until, dates, except)
+# YAML aliases may repeat a node many times: the file's data may hold at most this many nodes once expanded
+# (or ALIAS_FACTOR times the nodes written, when larger), so an "alias bomb" is refused instead of eating memory.
+MAX_EXPANDED_NODES = 200_000
+ALIAS_FACTOR = 10
+_YAML_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "timestamp", "value",
+                                                       "seq", "map")}  # what plain YAML resolves to
 
 Loc = tuple[str | int, ...]
 
@@ -146,19 +153,30 @@ def _parse_time(value: object) -> dt.time:
 
 
 def _parse_date(value: object) -> dt.date:
+    day: dt.date | None = None
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, str):
+        day = value
+    elif isinstance(value, str):
         try:
             if match := _DMY_RE.fullmatch(value.strip()):  # 30/9/2024, as written in ward documents
-                day, month, year = (int(part) for part in match.groups())
-                return dt.date(year, month, day)
-            return dt.date.fromisoformat(value.strip())
+                d, month, year = (int(part) for part in match.groups())
+                day = dt.date(year, month, d)
+            else:
+                day = dt.date.fromisoformat(value.strip())
         except ValueError:
             pass
-    raise PydanticCustomError(
-        "date", "{value} is not a valid date (YYYY-MM-DD or DD/MM/YYYY)", {"value": _show(value)}
-    )
+    if day is None:
+        raise PydanticCustomError(
+            "date", "{value} is not a valid date (YYYY-MM-DD or DD/MM/YYYY)", {"value": _show(value)}
+        )
+    if not MIN_YEAR <= day.year <= MAX_YEAR:  # e.g. except: [31/12/9999]: nothing to schedule that far
+        raise PydanticCustomError(
+            "date_range",
+            "{value} is out of range: a date must be in the years {low}-{high}",
+            {"value": _show(value if isinstance(value, str) else day.isoformat()), "low": MIN_YEAR,
+             "high": MAX_YEAR},
+        )
+    return day
 
 
 def _parse_days(value: object) -> Literal["daily"] | tuple[str, ...] | None:
@@ -450,12 +468,46 @@ class SlotSpec(Spec):
     play: Annotated[list[PlayItem], Field(min_length=1)]
     enabled: bool = True
 
+    @model_validator(mode="after")
+    def _consistent(self) -> SlotSpec:
+        """Checks across fields, shared by the programme file and the slots API (each names its field)."""
+        problems = slot_rule_problems(
+            valid_from=self.valid_from, valid_until=self.valid_until, has_days=self.days is not None,
+            has_dates=bool(self.dates), zones=self.zones, has_groups=bool(self.groups),
+        )
+        if problems:
+            field_name, detail, missing = problems[0]
+            raise PydanticCustomError("slot_rule", "{field}: {detail}",
+                                      {"field": field_name, "detail": detail, "missing": missing})
+        return self
+
     @property
     def weekdays_column(self) -> str:
         """Slot.weekdays: "" is every day (only when there are no one-off dates), else day names."""
         if self.days is None or (self.days == "daily" and not self.dates):
             return ""
         return ",".join(WEEKDAYS if self.days == "daily" else self.days)
+
+
+def slot_rule_problems(
+    *, valid_from: dt.date | None, valid_until: dt.date | None, has_days: bool, has_dates: bool, zones: object,
+    has_groups: bool,
+) -> list[tuple[str, str, bool]]:
+    """A slot's problems across fields, as (field, what is wrong, whether the field is missing).
+
+    SlotSpec raises the first as a ``slot_rule`` error whose message starts with the field (the slots API shows
+    it as is); the file loader reports each at the field's line, or the slot's when the field is missing.
+    (A slot with neither zones nor groups is refused by each path in its own words: ``_check_slot`` and
+    ``radio.web.slots_api._check_refs``.)
+    """
+    out: list[tuple[str, str, bool]] = []
+    if valid_from and valid_until and valid_from > valid_until:
+        out.append(("until", f"{valid_until.isoformat()} is before from: {valid_from.isoformat()}", False))
+    if not has_days and not has_dates:
+        out.append(("days", "give days (daily or a list of weekdays) or dates (one-off dates), or both", True))
+    if zones == "all" and has_groups:
+        out.append(("groups", "zones: all already covers every node; leave out groups, or list the zones", False))
+    return out
 
 
 class Programme(BaseModel):
@@ -499,6 +551,8 @@ class _Source:
         self.name = str(path)
         self.lines: dict[Loc, int] = {(): 1}
         self._problems: list[tuple[int, str]] = []
+        self.expanded = 0  # YAML nodes turned into Python values so far, aliases counted each time
+        self.budget = MAX_EXPANDED_NODES
 
     @property
     def problems(self) -> list[str]:
@@ -517,7 +571,9 @@ class _Source:
     def problem(self, loc: Loc, message: str, *, line: int | None = None) -> None:
         line = line or self.line(loc)
         where = f"{self.name}:{line}"
-        self._problems.append((line, f"{where}: {_dotted(loc)}: {message}" if loc else f"{where}: {message}"))
+        problem = (line, f"{where}: {_dotted(loc)}: {message}" if loc else f"{where}: {message}")
+        if problem not in self._problems:  # e.g. a cross-field check reached by two paths
+            self._problems.append(problem)
 
 
 def _dotted(loc: Loc) -> str:
@@ -555,9 +611,34 @@ def _read_yaml(path: Path, source: _Source) -> Any:
         source.problem((), "the file is empty")
         return None
     try:
+        source.budget = max(MAX_EXPANDED_NODES, ALIAS_FACTOR * _written_nodes(node))
         return _to_python(node, (), source, loader, frozenset())
+    except _TooManyNodes:
+        source.problem((), f"the YAML expands to more than {source.budget:,} values through aliases (*name): "
+                           "an alias bomb? Write the values out instead of repeating aliases")
+        return None
     finally:
         loader.dispose()
+
+
+class _TooManyNodes(Exception):
+    """Aliases expanded the document past its budget (see MAX_EXPANDED_NODES)."""
+
+
+def _written_nodes(root: yaml.Node) -> int:
+    """How many distinct nodes the file spells out (an alias repeats a node without adding one)."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(part for pair in node.value for part in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return len(seen)
 
 
 def _to_python(
@@ -565,6 +646,12 @@ def _to_python(
 ) -> Any:
     if id(node) in seen:
         source.problem(loc, "recursive YAML alias")
+        return None
+    source.expanded += 1
+    if source.expanded > source.budget:
+        raise _TooManyNodes
+    if node.tag not in _YAML_TAGS:  # !!python/object, !!binary, !custom: never constructed
+        _bad_tag(node, loc, source)
         return None
     seen = seen | {id(node)}
     if isinstance(node, yaml.MappingNode):
@@ -578,6 +665,12 @@ def _to_python(
     return _scalar(node, loader)
 
 
+def _bad_tag(node: yaml.Node, loc: Loc, source: _Source) -> None:
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    source.problem(loc, f"YAML tag {tag} is not allowed (write plain values, lists and mappings)",
+                   line=node.start_mark.line + 1)
+
+
 def _mapping(
     node: yaml.MappingNode, loc: Loc, source: _Source, loader: yaml.SafeLoader, seen: frozenset[int]
 ) -> dict[Any, Any]:
@@ -587,6 +680,9 @@ def _mapping(
         line = key_node.start_mark.line + 1
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
             source.problem(loc, "only plain keys are supported (no '<<' merges or complex keys)", line=line)
+            continue
+        if key_node.tag not in _YAML_TAGS:
+            _bad_tag(key_node, loc, source)
             continue
         key = _scalar(key_node, loader)
         if key in first_line:
@@ -713,7 +809,10 @@ def _validate_one(raw: Any, loc: Loc, spec: type[_S], source: _Source, context: 
 def _report(source: _Source, loc: Loc, error: Any) -> None:
     loc = tuple(part for part in loc if not (isinstance(part, str) and part.startswith("@")))  # union tags
     kind, message = error["type"], error["msg"]
-    if kind == "missing":
+    if kind == "slot_rule":  # a cross-field check of SlotSpec: at the line of the field it names
+        ctx = error["ctx"]
+        loc, message = (loc if ctx.get("missing") else (*loc, ctx["field"])), ctx["detail"]
+    elif kind == "missing":
         message = "required field is missing"
     elif kind == "extra_forbidden":
         message = f"unknown field{_suggest(str(loc[-1]), _FIELD_NAMES)}"
@@ -730,6 +829,7 @@ _CUSTOM_ERRORS = {
     "id",
     "time",
     "date",
+    "date_range",
     "days",
     "weekday",
     "priority",
@@ -793,9 +893,9 @@ def _cross_check(items: dict[str, list[tuple[Any, Any]]], source: _Source, base:
     for index, (raw, _) in enumerate(items["bulletins"]):
         if isinstance(raw, dict):
             _check_bulletin(raw, ("bulletins", index), known.segments, source)
-    for index, (raw, _) in enumerate(items["slots"]):
+    for index, (raw, spec) in enumerate(items["slots"]):
         if isinstance(raw, dict):
-            _check_slot(raw, ("slots", index), known, source)
+            _check_slot(raw, ("slots", index), known, source, valid=spec is not None)
 
 
 def _ident(value: Any) -> str | None:
@@ -877,7 +977,7 @@ def _check_bulletin(raw: dict[Any, Any], loc: Loc, segments: set[str], source: _
         source.problem((*loc, "text"), "required field is missing (a bulletin needs text, or audio)")
 
 
-def _check_slot(raw: dict[Any, Any], loc: Loc, known: _Known, source: _Source) -> None:
+def _check_slot(raw: dict[Any, Any], loc: Loc, known: _Known, source: _Source, *, valid: bool = True) -> None:
     _check_ref(raw.get("segment"), (*loc, "segment"), "segment", known.segments, source)
     zones, groups = raw.get("zones"), raw.get("groups")
     if isinstance(zones, list):
@@ -886,28 +986,25 @@ def _check_slot(raw: dict[Any, Any], loc: Loc, known: _Known, source: _Source) -
     if isinstance(groups, list):
         for index, group in enumerate(groups):
             _check_ref(group, (*loc, "groups", index), "group", known.groups, source)
-    if zones is None and groups is None:
+    if zones is None and groups is None:  # the slots API says it in its own words (slots_api._check_refs)
         source.problem(
             loc, "chọn zones hoặc groups: give zones (a list of zone ids, or all for the whole ward), groups, or both"
         )
-    elif isinstance(zones, str) and _key(zones) in _ALL_ZONES and groups is not None:
-        source.problem((*loc, "groups"), "zones: all already covers every node; leave out groups, or list the zones")
+    if not valid:
+        # SlotSpec._consistent checks across fields, but only once every field is valid: run the same checks on
+        # what can be read, so they are listed with the slot's other problems (repeats are dropped).
+        for field_name, detail, missing in slot_rule_problems(
+            valid_from=_try_date(raw.get("from")), valid_until=_try_date(raw.get("until")),
+            has_days=raw.get("days") is not None, has_dates=bool(raw.get("dates")),
+            zones="all" if isinstance(zones, str) and _key(zones) in _ALL_ZONES else zones,
+            has_groups=bool(groups),
+        ):
+            source.problem(loc if missing else (*loc, field_name), detail)
     if isinstance(raw.get("play"), list):
         for index, item in enumerate(raw["play"]):
             if not isinstance(item, dict):
                 _check_ref(item, (*loc, "play", index), "bulletin", known.bulletins, source)
             # {audio: id} may also name an asset already in the database: checked by load_programme.
-    valid_from, valid_until = _try_date(raw.get("from")), _try_date(raw.get("until"))
-    if valid_from and valid_until and valid_from > valid_until:
-        source.problem((*loc, "until"), f"{valid_until.isoformat()} is before from: {valid_from.isoformat()}")
-    if raw.get("days") is None and not raw.get("dates"):
-        source.problem(loc, "give days (daily or a list of weekdays) or dates (one-off dates), or both")
-
-
-def _check_ref(value: Any, loc: Loc, kind: str, known: set[str], source: _Source) -> None:
-    ident = _ident(value)
-    if ident is not None and ident not in known:
-        source.problem(loc, _unknown(kind, ident, known))
 
 
 def _try_date(value: Any) -> dt.date | None:
@@ -915,6 +1012,12 @@ def _try_date(value: Any) -> dt.date | None:
         return _parse_date(value) if value is not None else None
     except PydanticCustomError:
         return None  # reported by the field validator
+
+
+def _check_ref(value: Any, loc: Loc, kind: str, known: set[str], source: _Source) -> None:
+    ident = _ident(value)
+    if ident is not None and ident not in known:
+        source.problem(loc, _unknown(kind, ident, known))
 
 
 def _unknown(kind: str, ident: str, known: set[str]) -> str:
@@ -929,6 +1032,11 @@ class Counts:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+
+    def add(self, other: Counts) -> None:
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
 
 
 @dataclass
@@ -965,7 +1073,10 @@ def load_programme(
 ) -> LoadReport:
     """Validate the whole file, store its audio assets, then upsert it in one transaction.
 
-    A load that changes anything appends one audit entry (counts, the file's sha256) in the same transaction.
+    Every slot and bulletin the load creates or changes gets its own audit entry, as the web console's changes
+    do (``slot.created``/``slot.updated``, ``bulletin.created``/``bulletin.updated``/``bulletin.approved``, with
+    the state before and after), and a load that changes anything appends one ``programme.loaded`` entry (counts,
+    the file's sha256), all in the load's transaction: a refused load leaves none of them.
 
     Nothing is written to the database on any problem: file problems, asset files that are not
     audio, ``{audio: id}`` naming no asset, or programme rules broken by one of the file's slots
@@ -981,7 +1092,7 @@ def load_programme(
     report = LoadReport(path=str(path))
     with transaction(factory) as session:
         _check_asset_refs(session, parsed)
-        _write(session, parsed.programme, report, stored, settings)
+        _write(session, parsed.programme, report, stored, settings, actor)
         _check_rules(session, parsed, settings)
         if report.changed:
             audit.record(session, actor=actor, action=audit.PROGRAMME_LOADED, entity_type="programme",
@@ -1064,6 +1175,7 @@ def _write(
     report: LoadReport,
     stored: dict[str, tuple[str, float | None]],
     settings: Settings,
+    actor: str = audit.ACTOR_CLI,
 ) -> None:
     # Flushing by stage keeps foreign keys satisfied whatever order the unit of work picks.
     for zone in programme.zones:
@@ -1076,15 +1188,31 @@ def _write(
             values = {"zone_id": zone.id, "name": node.name}
             _upsert(session, Node, node.id, values, report.counts["nodes"], {"online": False, "session": 0})
     for bulletin in programme.bulletins:
-        _write_bulletin(session, bulletin, report)
+        _write_bulletin(session, bulletin, report, actor)
     for asset in programme.assets:
         _write_asset(session, asset, stored[asset.id], settings, report.counts["assets"])
     session.flush()
     for group in programme.groups:
         _write_group(session, group, report.counts["groups"])
     session.flush()
+    from radio.logbook import asrun
+    from radio.web.queries import slot_out  # the slots API's audit shape (imported late: web imports this module)
+
     for slot in programme.slots:
-        write_slot(session, slot, report.counts["slots"])
+        row = session.get(Slot, slot.id)
+        before = slot_out(row).model_dump(mode="json") if row is not None else None
+        if row is not None and _slot_changes(row, slot):
+            # As the slots API does before a change: past occurrences that left no row are stored as missed,
+            # as the slot is now, so reports of past periods do not change with the rule (docs/audit.md).
+            asrun.record_unaired(session, [slot.id], tz=settings.tz, grace_s=settings.misfire_grace_s)
+        counts = Counts()
+        write_slot(session, slot, counts)
+        report.counts["slots"].add(counts)
+        if counts.created or counts.updated:
+            session.flush()
+            after = slot_out(session.get_one(Slot, slot.id)).model_dump(mode="json")
+            audit.record(session, actor=actor, action=audit.SLOT_CREATED if counts.created else audit.SLOT_UPDATED,
+                         entity_type="slot", entity_id=slot.id, before=before, after=after)
     session.flush()
 
 
@@ -1116,7 +1244,8 @@ def _upsert(
     return row, False
 
 
-def _write_bulletin(session: Session, spec: BulletinSpec, report: LoadReport) -> None:
+def _write_bulletin(session: Session, spec: BulletinSpec, report: LoadReport, actor: str = audit.ACTOR_CLI) -> None:
+    """Upsert a bulletin and audit it like the programme API does: created / updated / approved, before and after."""
     values: dict[str, Any] = {
         "segment_id": spec.segment,
         "title": spec.title,
@@ -1139,7 +1268,23 @@ def _write_bulletin(session: Session, spec: BulletinSpec, report: LoadReport) ->
         values["status"] = BulletinStatus.DRAFT.value
         if content_changed and was_approved:
             report.back_to_draft.append(spec.id)
-    _upsert(session, Bulletin, spec.id, values, report.counts["bulletins"])
+    before = audit.snapshot(existing) if existing is not None else None
+    counts = Counts()
+    row, created = _upsert(session, Bulletin, spec.id, values, counts)
+    report.counts["bulletins"].add(counts)
+    if not (counts.created or counts.updated):
+        return
+    session.flush()
+    after = audit.snapshot(row)
+    content = {key for key in values if key != "status"}
+    edited = created or before is None or any(before.get(key) != after.get(key) for key in content) \
+        or (after["status"] != BulletinStatus.APPROVED and before.get("status") != after["status"])
+    if edited:
+        audit.record(session, actor=actor, action=audit.BULLETIN_CREATED if created else audit.BULLETIN_UPDATED,
+                     entity_type="bulletin", entity_id=spec.id, before=before, after=after)
+    if after["status"] == BulletinStatus.APPROVED and not was_approved:
+        audit.record(session, actor=actor, action=audit.BULLETIN_APPROVED, entity_type="bulletin", entity_id=spec.id,
+                     before=before, after=after)
 
 
 def _write_asset(
@@ -1204,7 +1349,15 @@ def _slot_items(playlist: list[_Item]) -> list[SlotItem]:
     ]
 
 
-def write_slot(session: Session, spec: SlotSpec, counts: Counts) -> None:
+def _slot_changes(row: Slot, spec: SlotSpec) -> bool:
+    """Whether writing ``spec`` would change the stored slot (what write_slot compares)."""
+    values, targets, groups, playlist = _slot_state(spec)
+    stored = [(i.kind, i.bulletin_id, i.asset_id, i.relay_url, i.relay_s) for i in row.items]
+    return (any(getattr(row, name) != value for name, value in values.items()) or stored != playlist
+            or {t.zone_id for t in row.targets} != targets or {t.group_id for t in row.group_targets} != groups)
+
+
+def _slot_state(spec: SlotSpec) -> tuple[dict[str, Any], set[str], set[str], list[_Item]]:
     values: dict[str, Any] = {
         "name": spec.name,
         "segment_id": spec.segment,
@@ -1221,8 +1374,11 @@ def write_slot(session: Session, spec: SlotSpec, counts: Counts) -> None:
         "duration_s": spec.duration,
     }
     targets = set() if spec.zones in (None, "all") else set(spec.zones)
-    groups = set(spec.groups or ())
-    playlist = _playlist(spec)
+    return values, targets, set(spec.groups or ()), _playlist(spec)
+
+
+def write_slot(session: Session, spec: SlotSpec, counts: Counts) -> None:
+    values, targets, groups, playlist = _slot_state(spec)
     row = session.get(Slot, spec.id)
     if row is None:
         row = Slot(

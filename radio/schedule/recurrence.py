@@ -41,6 +41,7 @@ HolidayPolicy = Literal["keep", "skip"]
 
 _RRULE_DAYS = (rrule.MO, rrule.TU, rrule.WE, rrule.TH, rrule.FR, rrule.SA, rrule.SU)
 _ONE_DAY = dt.timedelta(days=1)
+_MAX_INSTANT = dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,27 +102,36 @@ def occurrences(slot: SlotRule, start: dt.datetime, end: dt.datetime, tz: dt.tzi
     if end <= start:
         return []
     # A wall time maps to an instant within a day of its date, so pad the local date range by one.
-    first = start.astimezone(tz).date() - _ONE_DAY
-    last = end.astimezone(tz).date() + _ONE_DAY
+    first = _shift(_local_date(start, tz), -_ONE_DAY)
+    last = _shift(_local_date(end, tz), _ONE_DAY)
     instants = {_instant(day, slot.start_time, tz) for day in _dates(slot, first, last)}
-    return sorted(when for when in instants if start <= when < end)
+    return sorted(when for when in instants if when is not None and start <= when < end)
 
 
 def next_occurrence(rule: SlotRule, after: dt.datetime, tz: dt.tzinfo) -> dt.datetime | None:
     """The first instant strictly after ``after``, or None when the rule never airs again."""
     _require_aware(after, "after")
     start = after + dt.timedelta(microseconds=1)
+    if rule.one_off_only:  # straight to the listed dates, however far apart (no scanning week by week)
+        return next((when for day in sorted(rule.dates) if day >= _shift(_local_date(start, tz), -_ONE_DAY)
+                     for when in occurrences(rule, start, _day_end(day, tz), tz)), None)
+    if rule.valid_from:  # nothing airs before the first valid day: start there
+        first = _day_start(_shift(rule.valid_from, -_ONE_DAY), tz)
+        start = max(start, first)
     # Any open-ended rule airs at least once per interval outside its exclusions and holidays
     # (at most ~10 days a year), so scanning past those bounds a few intervals is conclusive.
-    stop_date = _horizon(rule, start.astimezone(tz).date())
+    stop_date = _horizon(rule, _local_date(start, tz))
     if rule.last_date:
         stop_date = min(stop_date, rule.last_date)
     chunk = dt.timedelta(weeks=rule.interval_weeks + 4)
-    while start.astimezone(tz).date() <= stop_date + _ONE_DAY:
-        found = occurrences(rule, start, start + chunk, tz)
+    while _local_date(start, tz) <= _shift(stop_date, _ONE_DAY):
+        end = start + chunk if _MAX_INSTANT - start > chunk else _MAX_INSTANT
+        found = occurrences(rule, start, end, tz)
         if found:
             return found[0]
-        start += chunk
+        if end == _MAX_INSTANT:  # scanned to the end of the calendar (year 9999)
+            return None
+        start = end
     return None
 
 
@@ -165,23 +175,64 @@ def _weekly_dates(rule: SlotRule, first: dt.date, last: dt.date) -> list[dt.date
         byweekday=[_RRULE_DAYS[WEEKDAYS.index(day)] for day in days],
         until=dt.datetime.combine(last, dt.time()),
     )
-    return [when.date() for when in recurrence if when.date() >= first]
+    out: list[dt.date] = []
+    try:
+        out.extend(when.date() for when in recurrence if when.date() >= first)
+    except (ValueError, OverflowError):  # dateutil runs past year 9999 at the end of the calendar
+        pass
+    return out
 
 
-def _instant(day: dt.date, wall: dt.time, tz: dt.tzinfo) -> dt.datetime:
-    """The UTC instant of a wall-clock time on a local date; gaps and overlaps resolve with fold=0."""
+def _instant(day: dt.date, wall: dt.time, tz: dt.tzinfo) -> dt.datetime | None:
+    """The UTC instant of a wall-clock time on a local date; gaps and overlaps resolve with fold=0.
+
+    None at the very ends of the calendar (year 1 or 9999), where the instant is not representable.
+    """
     local = dt.datetime.combine(day, wall.replace(tzinfo=None, fold=0), tzinfo=tz)
-    return local.astimezone(dt.UTC)
+    try:
+        return local.astimezone(dt.UTC)
+    except OverflowError:
+        return None
+
+
+def _shift(day: dt.date, delta: dt.timedelta) -> dt.date:
+    """``day + delta``, clamped to [date.min, date.max]: a stored date near year 1 or 9999 never crashes."""
+    try:
+        return day + delta
+    except OverflowError:
+        return dt.date.max if delta > dt.timedelta(0) else dt.date.min
+
+
+def _day_start(day: dt.date, tz: dt.tzinfo) -> dt.datetime:
+    try:
+        return dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.UTC)
+    except OverflowError:
+        return dt.datetime.min.replace(tzinfo=dt.UTC) if day.year == 1 else _MAX_INSTANT
+
+
+def _day_end(day: dt.date, tz: dt.tzinfo) -> dt.datetime:
+    """The instant two days after ``day`` starts (covers the day's wall times in any zone), clamped."""
+    if day >= dt.date.max - 2 * _ONE_DAY:
+        return _MAX_INSTANT
+    return _day_start(day + 2 * _ONE_DAY, tz)
+
+
+def _local_date(when: dt.datetime, tz: dt.tzinfo) -> dt.date:
+    """The local date of an instant; at the ends of the calendar, the nearest representable date."""
+    try:
+        return when.astimezone(tz).date()
+    except OverflowError:
+        return dt.date.max if when.year > 1 else dt.date.min
 
 
 def _horizon(rule: SlotRule, today: dt.date) -> dt.date:
-    """A date past which an open-ended rule that has not aired yet never will."""
+    """A date past which an open-ended rule that has not aired yet never will (clamped to date.max)."""
     latest = max((today, rule.valid_from or today, *rule.dates, *rule.exclude_dates))
-    return latest + dt.timedelta(weeks=3 * rule.interval_weeks + 56)
+    return _shift(latest, dt.timedelta(weeks=3 * rule.interval_weeks + 56))
 
 
 def _monday(day: dt.date) -> dt.date:
-    return day - dt.timedelta(days=day.weekday())
+    return _shift(day, -dt.timedelta(days=day.weekday()))
 
 
 def _as_date(value: object) -> dt.date:

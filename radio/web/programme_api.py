@@ -2,25 +2,51 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
+import secrets
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from radio import emergency
+from radio.auth import Principal
 from radio.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from radio.logbook import audit
-from radio.models import AudioAsset, Bulletin, BulletinStatus, Segment, SlotItem, utcnow
+from radio.models import AudioAsset, Bulletin, BulletinStatus, NodeGroup, Role, Segment, SlotItem, utcnow
+from radio.settings import Settings
 from radio.sound.ffmpeg import AudioDecodeError
 from radio.speech.prepare import prepare_uploaded
 from radio.web import queries
-from radio.web.deps import ServiceDep, SessionDep, SettingsDep
-from radio.web.security import READ, Approver, Editor
+from radio.web.deps import ServiceDep, SessionDep, SettingsDep, get_session
+from radio.web.security import READ, Approver, Editor, current_principal, secret_key
 
-router = APIRouter(prefix="/api/v1", tags=["programme"], dependencies=[Depends(READ)])
+CALENDAR_PATH = "/api/v1/calendar.ics"
+
+
+async def _read_or_calendar_token(request: Request, session: Annotated[Session, Depends(get_session)]) -> None:
+    """Every route needs a reader (bearer token or session cookie); the calendar also takes ``?token=``.
+
+    A phone calendar app subscribing to ``calendar.ics`` cannot send a header or a cookie, so the feed accepts
+    its read-only calendar token in the URL instead (see :func:`calendar_token`); it opens nothing else.
+    """
+    token = request.query_params.get("token")
+    if request.url.path == CALENDAR_PATH and token is not None and "authorization" not in request.headers:
+        settings: Settings = request.app.state.service.settings
+        expected = calendar_token(settings, request.query_params.get("zone"))
+        if not secrets.compare_digest(token.encode(), expected.encode()):
+            raise HTTPException(401, "mã lịch (token) không đúng, hoặc không dành cho tổ dân phố này")
+        return
+    await READ(await current_principal(request, session))
+
+
+router = APIRouter(prefix="/api/v1", tags=["programme"], dependencies=[Depends(_read_or_calendar_token)])
 SlugId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 
 
@@ -95,6 +121,13 @@ def _commit(session: SessionDep, actor: str, action: str, row: Bulletin | AudioA
 
 
 # bulletins -----------------------------------------------------------------------------------------
+_STATUS_VI = {"draft": "bản nháp", "submitted": "chờ phê duyệt", "approved": "đã phê duyệt"}
+
+
+def _status_vi(status: object) -> str:
+    return _STATUS_VI.get(str(status), str(status))
+
+
 def _bulletin(session: SessionDep, bulletin_id: str) -> Bulletin:
     row = session.get(Bulletin, bulletin_id)
     if row is None:
@@ -131,7 +164,7 @@ def get_bulletin(bulletin_id: str, session: SessionDep) -> Bulletin:
 @router.post("/bulletins", response_model=BulletinOut, status_code=201)
 def create_bulletin(body: BulletinCreate, session: SessionDep, user: Editor) -> Bulletin:
     if session.get(Bulletin, body.id) is not None:
-        raise Conflict(f"bulletin {body.id!r} already exists")
+        raise Conflict(f"bản tin «{body.id}» đã tồn tại")
     _check_text(body, has_audio=False)
     _check_segment(session, body)
     row = Bulletin(status=BulletinStatus.DRAFT, **body.model_dump())
@@ -165,7 +198,8 @@ def delete_bulletin(bulletin_id: str, session: SessionDep, user: Editor) -> Resp
     row = _bulletin(session, bulletin_id)
     used = session.scalars(select(SlotItem.slot_id).where(SlotItem.bulletin_id == bulletin_id)).first()
     if used:
-        raise Conflict(f"bulletin {bulletin_id!r} is in the playlist of slot {used!r}; remove it there first")
+        raise Conflict(f"bản tin «{bulletin_id}» đang nằm trong danh sách phát của khung giờ «{used}»; "
+                       "hãy bỏ nó khỏi khung giờ đó trước")
     before = audit.snapshot(row)
     session.delete(row)
     audit.record(session, actor=user.username, action=audit.BULLETIN_DELETED, entity_type="bulletin", entity_id=bulletin_id,
@@ -178,7 +212,8 @@ def delete_bulletin(bulletin_id: str, session: SessionDep, user: Editor) -> Resp
 def submit_bulletin(bulletin_id: str, session: SessionDep, user: Editor) -> Bulletin:
     row = _bulletin(session, bulletin_id)
     if row.status != BulletinStatus.DRAFT:
-        raise Conflict(f"bulletin {bulletin_id!r} is {row.status}, only a draft can be submitted")
+        raise Conflict(f"bản tin «{bulletin_id}» đang ở trạng thái {_status_vi(row.status)}; "
+                       "chỉ bản nháp mới gửi phê duyệt được")
     before = audit.snapshot(row)
     row.status, row.submitted_at, row.review_comment = BulletinStatus.SUBMITTED, utcnow(), None
     _commit(session, user.username, audit.BULLETIN_SUBMITTED, row, before)
@@ -189,7 +224,8 @@ def submit_bulletin(bulletin_id: str, session: SessionDep, user: Editor) -> Bull
 def approve_bulletin(bulletin_id: str, session: SessionDep, user: Approver) -> Bulletin:
     row = _bulletin(session, bulletin_id)
     if row.status != BulletinStatus.SUBMITTED:
-        raise Conflict(f"bulletin {bulletin_id!r} is {row.status}, only a submitted bulletin can be approved")
+        raise Conflict(f"bản tin «{bulletin_id}» đang ở trạng thái {_status_vi(row.status)}; "
+                       "chỉ bản tin đang chờ phê duyệt mới phê duyệt được")
     before = audit.snapshot(row)
     row.status, row.approved_by, row.approved_at = BulletinStatus.APPROVED, user.username, utcnow()
     _commit(session, user.username, audit.BULLETIN_APPROVED, row, before)
@@ -200,7 +236,8 @@ def approve_bulletin(bulletin_id: str, session: SessionDep, user: Approver) -> B
 def return_bulletin(bulletin_id: str, body: ReturnIn, session: SessionDep, user: Approver) -> Bulletin:
     row = _bulletin(session, bulletin_id)
     if row.status != BulletinStatus.SUBMITTED:
-        raise Conflict(f"bulletin {bulletin_id!r} is {row.status}, only a submitted bulletin can be returned")
+        raise Conflict(f"bản tin «{bulletin_id}» đang ở trạng thái {_status_vi(row.status)}; "
+                       "chỉ bản tin đang chờ phê duyệt mới trả lại được")
     before = audit.snapshot(row)
     row.status, row.review_comment = BulletinStatus.DRAFT, body.comment
     _commit(session, user.username, audit.BULLETIN_RETURNED, row, before)
@@ -219,7 +256,7 @@ async def upload_asset(session: SessionDep, settings: SettingsDep, file: Annotat
                        user: Editor) -> AudioAsset:
     """Accept MP3/WAV/OGG/M4A by content (never by file name); measure and store it content-addressed."""
     if session.get(AudioAsset, id) is not None:
-        raise Conflict(f"audio {id!r} already exists")
+        raise Conflict(f"tệp âm thanh «{id}» đã tồn tại")
     limit = int(settings.max_upload_mb * 1024 * 1024)
     data = await file.read(limit + 1)
     if len(data) > limit:
@@ -238,7 +275,7 @@ async def upload_asset(session: SessionDep, settings: SettingsDep, file: Annotat
 # emergencies -----------------------------------------------------------------------------------------
 def _broadcaster(service: ServiceDep):  # type: ignore[no-untyped-def]
     if service.broadcaster is None or service.mqtt is None or not service.mqtt.connected:
-        raise ServiceUnavailable("the broadcaster is not running (no broker connection)")
+        raise ServiceUnavailable("bộ phát chưa chạy (chưa kết nối được máy chủ MQTT)")
     return service.broadcaster
 
 
@@ -265,29 +302,57 @@ async def post_cap(request: Request, service: ServiceDep, settings: SettingsDep,
 
 
 # calendar ------------------------------------------------------------------------------------------------
+def calendar_token(settings: Settings, zone: str | None) -> str:
+    """The read-only token of the calendar feed of one zone (None: the whole ward).
+
+    An HMAC-SHA256 of the zone under the server's secret key (RADIO_SECRET_KEY, or ``secret.key`` in the data
+    directory), so it needs no storage; it opens only that zone's ``calendar.ics``. Changing the secret key
+    revokes every calendar token (and every login session).
+    """
+    digest = hmac.new(secret_key(settings).encode(), f"calendar.ics|{zone or ''}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def calendar_url(settings: Settings, zone: str | None) -> str:
+    """The address to subscribe to from a phone calendar (it carries the token: share it like a password)."""
+    query = (f"zone={zone}&" if zone else "") + f"token={calendar_token(settings, zone)}"
+    return f"{(settings.public_base_url or '').rstrip('/')}{CALENDAR_PATH}?{query}"
+
+
 @router.get("/calendar.ics", response_class=Response, tags=["calendar"],
             responses={200: {"content": {"text/calendar": {}}}})
 def calendar(session: SessionDep, settings: SettingsDep,
+             principal: Annotated[Principal | None, Depends(current_principal)],
              zone: Annotated[str | None, Query(max_length=64)] = None,
-             days: Annotated[int, Query(ge=1, le=366)] = 60) -> Response:
-    """The coming occurrences as iCalendar, so officials can subscribe from a phone calendar."""
+             days: Annotated[int, Query(ge=1, le=366)] = 60,
+             token: Annotated[str | None, Query(max_length=200, description="read-only calendar token, for "
+                                                "calendar apps that cannot log in (see X-Calendar-URL)")] = None,
+             ) -> Response:
+    """The coming occurrences as iCalendar, so officials can subscribe from a phone calendar.
+
+    Admins and officers get the subscription address, with its token, in the ``X-Calendar-URL`` header.
+    """
     now = utcnow()
     lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//radio//lich phat//VI", "CALSCALE:GREGORIAN",
              f"X-WR-CALNAME:{_ics_text('Lịch phát ' + settings.site_name + (' - ' + zone if zone else ''))}",
              f"X-WR-TIMEZONE:{settings.timezone}"]
     slots = {s.id: s for s in queries.slots(session)}
-    for occ in queries.upcoming(session, settings.tz, now, days, zone):
+    occurrences = queries.upcoming(session, settings.tz, now, days, zone)  # an unknown zone: 404 naming it
+    group_names = {g.id: g.name for g in session.scalars(select(NodeGroup))}
+    for occ in occurrences:
         slot = slots[occ.slot_id]
         end = occ.at + dt.timedelta(seconds=slot.duration_s or 600)
-        where = ", ".join(occ.zone_ids) or "toàn phường"
+        where = ", ".join([*occ.zone_ids, *(group_names.get(g, g) for g in occ.group_ids)]) or "toàn phường"
         lines += ["BEGIN:VEVENT", f"UID:{occ.slot_id}-{occ.at:%Y%m%dT%H%M%SZ}@{settings.site_id}",
                   f"DTSTAMP:{now:%Y%m%dT%H%M%SZ}", f"DTSTART:{occ.at:%Y%m%dT%H%M%SZ}", f"DTEND:{end:%Y%m%dT%H%M%SZ}",
                   f"SUMMARY:{_ics_text(occ.slot_name)}", f"LOCATION:{_ics_text(where)}",
                   f"DESCRIPTION:{_ics_text('Phát: ' + ', '.join(occ.bulletins))}", "END:VEVENT"]
     lines.append("END:VCALENDAR")
     body = "\r\n".join(_fold(line) for line in lines) + "\r\n"
-    return Response(body, media_type="text/calendar; charset=utf-8",
-                    headers={"Content-Disposition": 'inline; filename="lich-phat.ics"'})
+    headers = {"Content-Disposition": 'inline; filename="lich-phat.ics"'}
+    if principal is not None and principal.role in (Role.ADMIN, Role.OFFICER):
+        headers["X-Calendar-URL"] = calendar_url(settings, zone)
+    return Response(body, media_type="text/calendar; charset=utf-8", headers=headers)
 
 
 def _ics_text(value: str) -> str:
@@ -296,7 +361,8 @@ def _ics_text(value: str) -> str:
 
 def _fold(line: str) -> str:
     """RFC 5545: lines longer than 75 octets are folded (never inside a UTF-8 character)."""
-    out, current = [], b""
+    out: list[str] = []
+    current = b""
     for ch in line:
         encoded = ch.encode()
         if len(current) + len(encoded) > (75 if not out else 74):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -412,6 +413,48 @@ BAD_CASES = [
         "slots[0]",
         "chọn zones hoặc groups",
         id="no-targets",
+    ),
+    pytest.param(
+        [("until: 2024-06-30", "until: 2024-06-30\n    except: [31/12/9999]")],
+        26,
+        "slots[0].except",
+        '"31/12/9999" is out of range: a date must be in the years 2000-2100',
+        id="except-year-9999",
+    ),
+    pytest.param(
+        [("from: 2024-03-01", "from: 0001-01-01")],
+        24,
+        "slots[0].from",
+        '"0001-01-01" is out of range: a date must be in the years 2000-2100',
+        id="from-year-1",
+    ),
+    pytest.param(
+        [("until: 2024-06-30", "until: 9999-12-31")],
+        25,
+        "slots[0].until",
+        '"9999-12-31" is out of range: a date must be in the years 2000-2100',
+        id="until-year-9999",
+    ),
+    pytest.param(
+        [("until: 2024-06-30", "until: 2024-06-30\n    dates: [2024-05-01, 2101-01-01]")],
+        26,
+        "slots[0].dates",
+        '"2101-01-01" is out of range: a date must be in the years 2000-2100',
+        id="dates-after-2100",
+    ),
+    pytest.param(
+        [("    days: [mon, fri]\n", "")],
+        20,
+        "slots[0]",
+        "give days (daily or a list of weekdays) or dates (one-off dates), or both",
+        id="no-days-nor-dates",
+    ),
+    pytest.param(
+        [("until: 2024-06-30", "until: 2024-02-01")],
+        25,
+        "slots[0].until",
+        "2024-02-01 is before from: 2024-03-01",
+        id="until-before-from",
     ),
     pytest.param(
         [("    zones: [tdp-1]", "    groups: [g9]")],
@@ -1017,3 +1060,103 @@ def test_validate_slots_checks_candidates_against_the_database(
         assert (quiet.rule, quiet.slot_id) == ("quiet_hours", "sang-ngay-thuong")
         assert quiet.message == "Vi phạm giờ yên tĩnh 21:30–06:00: phát lúc 04:30 thứ Hai 02/12/2024"
         session.rollback()
+
+
+# --------------------------------------------------------------------------- hostile YAML
+
+
+def alias_bomb(levels: int) -> str:
+    """Each level repeats the previous one nine times: 9**levels values from a few lines."""
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, levels + 1):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 9) + "]")
+    lines.append(f"zones: *a{levels}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("levels", [7, 9])
+def test_an_alias_bomb_is_refused_quickly(tmp_path: Path, levels: int) -> None:
+    """Nested YAML aliases that would expand to millions of values (7 levels once took 14 s and 1.28 GB) are
+    refused within a moment, with a message naming the file."""
+    path = write(tmp_path, alias_bomb(levels))
+    started = time.monotonic()
+    with pytest.raises(ScheduleFileError) as exc:
+        parse_programme(path)
+    assert time.monotonic() - started < 5
+    [message] = problems(exc)
+    assert message.startswith(f"{path}:1: the YAML expands to more than ") and "alias" in message, message
+
+
+def test_aliases_within_the_budget_still_load(tmp_path: Path) -> None:
+    """Ordinary aliases (a list of days written once, reused) are fine."""
+    text = edit(MINI, ("days: [mon, fri]", "days: &weekdays [mon, fri]"))
+    text += "  - {id: s2, name: Bản tin chiều, time: \"17:00\", days: *weekdays, zones: [tdp-2], play: [b1]}\n"
+    programme = parse_programme(write(tmp_path, text))
+    assert [slot.days for slot in programme.slots] == [("mon", "fri"), ("mon", "fri")]
+
+
+@pytest.mark.parametrize(("written", "tag"), [
+    ('!!python/object/apply:os.system ["echo pwned"]', "!!python/object/apply:os.system"),
+    ("!!python/object:radio.models.Zone {id: x}", "!!python/object:radio.models.Zone"),
+    ("!!python/name:os.system", "!!python/name:os.system"),
+    ("!custom [a]", "!custom"),
+])
+def test_python_and_unknown_yaml_tags_are_refused(tmp_path: Path, written: str, tag: str) -> None:
+    """A !!python/... (or any non-standard) tag is never constructed: the load is refused naming file, line and
+    tag, quickly."""
+    path = write(tmp_path, edit(MINI, ("    play: [b1]", f"    play: {written}")))
+    started = time.monotonic()
+    with pytest.raises(ScheduleFileError) as exc:
+        parse_programme(path)
+    assert time.monotonic() - started < 5
+    assert f"{path}:28: slots[0].play: YAML tag {tag} is not allowed" in problems(exc)[0], problems(exc)
+
+
+# --------------------------------------------------------------------------- per-item audit
+
+
+def audit_rows(factory: sessionmaker[Session]) -> list[tuple[str, str | None, Any, Any]]:
+    from radio.logbook.audit import AuditEntry
+
+    with factory() as session:
+        return [(e.action, e.entity_id, e.before, e.after)
+                for e in session.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+
+
+def test_each_loaded_slot_and_bulletin_is_audited_in_the_load_transaction(
+    factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A load audits every slot and bulletin it creates or changes (and each approval), with before and after,
+    like the web console does; loading the same file again adds nothing; a refused load adds nothing either."""
+    path = write(tmp_path, MINI)
+    load_programme(path, factory, actor="r-officer")
+    first = audit_rows(factory)
+    assert [(action, ident) for action, ident, _, _ in first] == [
+        ("bulletin.created", "b1"), ("bulletin.approved", "b1"), ("slot.created", "s1"),
+        ("programme.loaded", "programme.yaml")]
+    created = first[0]
+    assert created[2] is None and created[3]["text"].startswith("Kính thưa") and created[3]["status"] == "approved"
+    slot_after = first[2][3]
+    assert slot_after["zone_ids"] == ["tdp-1"] and slot_after["start_time"] == "06:30"
+
+    load_programme(path, factory, actor="r-officer")
+    assert audit_rows(factory) == first  # nothing changed: no record at all
+
+    path.write_text(edit(MINI, ("TTHC trực tuyến.", "TTHC trực tuyến từ tháng 3."), ('time: "06:30"', 'time: "06:45"'),
+                         ("    approved: true\n", "")), encoding="utf-8")
+    load_programme(path, factory, actor="r-officer")
+    added = audit_rows(factory)[len(first):]
+    assert [(action, ident) for action, ident, _, _ in added] == [
+        ("bulletin.updated", "b1"), ("slot.updated", "s1"), ("programme.loaded", "programme.yaml")]
+    bulletin_before, bulletin_after = added[0][2], added[0][3]
+    assert (bulletin_before["status"], bulletin_after["status"]) == ("approved", "draft")
+    assert bulletin_after["text"].endswith("từ tháng 3.")
+    assert (added[1][2]["start_time"], added[1][3]["start_time"]) == ("06:30", "06:45")
+
+    so_far = audit_rows(factory)
+    clash = edit(MINI, ('time: "06:30"', 'time: "06:45"'), ("    until: 2024-06-30\n", ""))
+    clash += "  - {id: s2, name: Trùng giờ, time: \"06:45\", days: [mon], from: 2024-03-01, zones: [tdp-1], play: [b1]}\n"
+    path.write_text(clash, encoding="utf-8")
+    with pytest.raises(ScheduleFileError):
+        load_programme(path, factory, actor="r-officer")
+    assert audit_rows(factory) == so_far  # all or nothing: the refused load left no audit record behind

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from radio.broadcast import Broadcaster, occurrence_key
 from radio.db import make_engine, migrate, session_factory, transaction
-from radio.models import Broadcast, BroadcastStatus, Slot
+from radio.models import Alert, Broadcast, BroadcastStatus, Slot
 from radio.schedule.loader import load_programme
 from radio.schedule.runner import SlotRunner
 from radio.settings import Settings
+from tests.conftest import wait_for
 
 PROGRAMME = """\
 zones:
@@ -40,17 +43,10 @@ slots:
 
 @pytest.fixture
 def runner(tmp_path: Path, make_settings: Callable[..., Settings]) -> Iterator[SlotRunner]:
-    settings = make_settings()
-    engine = make_engine(settings.db_url)
-    migrate(engine)
-    factory = session_factory(engine)
-    (tmp_path / "p.yaml").write_text(PROGRAMME, encoding="utf-8")
-    load_programme(tmp_path / "p.yaml", factory, settings=settings)
-    runner = SlotRunner(settings, factory, Broadcaster(settings, factory, None))  # type: ignore[arg-type]
-    runner.scheduler.start(paused=True)  # armed jobs are inspected, never run
+    runner = _make_runner(tmp_path, make_settings, PROGRAMME)  # armed jobs are inspected, never run
     yield runner
     runner.stop()
-    engine.dispose()
+    runner.factory.kw["bind"].dispose()
 
 
 def armed(runner: SlotRunner, slot_id: str = "sang") -> dt.datetime | None:
@@ -112,3 +108,112 @@ def test_stop_while_a_job_uses_the_scheduler_does_not_deadlock(runner: SlotRunne
     stopper.join(15)
     assert not stopper.is_alive(), "SlotRunner.stop() deadlocked with a running job"
     runner.stop = lambda: None  # type: ignore[method-assign]  # already stopped
+
+
+def _make_runner(tmp_path: Path, make_settings: Callable[..., Settings], programme: str,
+                 **overrides: object) -> SlotRunner:
+    settings = make_settings(**overrides)
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    factory = session_factory(engine)
+    (tmp_path / "p.yaml").write_text(programme, encoding="utf-8")
+    load_programme(tmp_path / "p.yaml", factory, settings=settings)
+    runner = SlotRunner(settings, factory, Broadcaster(settings, factory, None))  # type: ignore[arg-type]
+    runner.scheduler.start(paused=True)
+    return runner
+
+
+def test_stored_dates_at_the_end_of_the_calendar_never_crash_sync(runner: SlotRunner) -> None:
+    """Rows naming year 9999 or year 1 (written before the loader bounded dates) are armed or skipped, never an
+    OverflowError that stops `radio serve` (it once died in recurrence._horizon)."""
+    with transaction(runner.factory) as session:
+        sang = session.get_one(Slot, "sang")
+        sang.exclude_dates = ["9999-12-31"]
+        for ident, values in {"xa": {"dates": ["9999-12-31"], "weekdays": ""},
+                              "tu-nam-9999": {"valid_from": dt.date(9999, 12, 30), "weekdays": ""},
+                              "tu-nam-1": {"valid_from": dt.date(1, 1, 1), "valid_until": dt.date(1, 1, 31)}}.items():
+            session.add(Slot(id=ident, name=ident, start_time=dt.time(23, 30), weekdays=values.get("weekdays", "mon"),
+                             interval_weeks=1, dates=values.get("dates", []), exclude_dates=[],
+                             valid_from=values.get("valid_from"), valid_until=values.get("valid_until"),
+                             holidays="keep", priority="normal", enabled=True))
+    runner.sync()
+    first = armed(runner)
+    assert first is not None and first > dt.datetime.now(dt.UTC)
+    assert armed(runner, "xa") is not None and armed(runner, "xa").year == 9999  # type: ignore[union-attr]
+    assert armed(runner, "tu-nam-1") is None
+
+
+def test_a_fire_delayed_past_the_grace_period_is_recorded_as_missed(
+    tmp_path: Path, make_settings: Callable[..., Settings],
+) -> None:
+    """A job that runs later than misfire_grace_s while the service runs (a stalled process) is not dropped
+    silently by APScheduler: the broadcaster records the occurrence as missed, with an alert."""
+    runner = _make_runner(tmp_path, make_settings, PROGRAMME, misfire_grace_s=1)
+    try:
+        at = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)).replace(microsecond=0)
+        runner._arm("sang", at)  # as if the timing thread had stalled for 5 s past the occurrence
+        runner.scheduler.resume()
+
+        def recorded() -> Broadcast | None:
+            with runner.factory() as session:
+                return session.scalars(select(Broadcast).where(
+                    Broadcast.occurrence_key == occurrence_key("sang", at))).one_or_none()
+
+        wait_for(lambda: recorded() is not None, 10, "the late occurrence to be recorded")
+        row = recorded()
+        assert row is not None and row.status == BroadcastStatus.MISSED and "quá hạn" in (row.reason or "")
+        with runner.factory() as session:
+            assert session.scalars(select(Alert).where(Alert.broadcast_id == row.id)).one().kind == "missed"
+    finally:
+        runner.stop()
+        runner.factory.kw["bind"].dispose()
+
+
+SAME_INSTANT = PROGRAMME + """\
+  - id: uu-tien
+    name: Thông báo ưu tiên
+    time: "06:30"
+    days: daily
+    priority: ưu tiên
+    zones: [tdp-1]
+    play: [tin]
+"""
+
+
+def test_a_priority_occurrence_is_issued_before_a_normal_one_due_at_the_same_instant(
+    tmp_path: Path, make_settings: Callable[..., Settings],
+) -> None:
+    """A priority and a normal occurrence due at the same instant on the same loudspeakers: the priority one is
+    issued first and the normal one starts after it ends (it is not started first and then cut off), even when
+    the priority one takes longer to prepare."""
+    runner = _make_runner(tmp_path, make_settings, SAME_INSTANT)
+    real_fire = runner.broadcaster.fire_slot
+
+    def slow_priority(slot_id: str, at: dt.datetime) -> int | None:
+        if slot_id == "uu-tien":
+            time.sleep(1.0)  # e.g. its speech is not cached yet: the normal fire would win the race
+        return real_fire(slot_id, at)
+
+    runner.broadcaster.fire_slot = slow_priority  # type: ignore[method-assign]
+    try:
+        runner.sync()
+        at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)).replace(microsecond=0) + dt.timedelta(seconds=1)
+        runner._arm("sang", at)
+        runner._arm("uu-tien", at)
+        runner.scheduler.resume()
+
+        def issued() -> dict[str, Broadcast]:
+            with runner.factory() as session:
+                rows = session.scalars(select(Broadcast).where(Broadcast.scheduled_at == at)).all()
+                return {row.slot_id: row for row in rows if row.start_at is not None and row.slot_id}
+
+        wait_for(lambda: len(issued()) == 2, 30, "both occurrences to be issued")
+        rows = issued()
+        priority, normal = rows["uu-tien"], rows["sang"]
+        assert priority.status == normal.status == BroadcastStatus.ON_AIR
+        assert priority.fired_at is not None and normal.fired_at is not None and priority.fired_at <= normal.fired_at
+        priority_end = priority.start_at + dt.timedelta(seconds=priority.duration_s or 0)  # type: ignore[operator]
+        assert normal.start_at >= priority_end, (normal.start_at, priority_end)  # type: ignore[operator]
+    finally:
+        runner.stop()
+        runner.factory.kw["bind"].dispose()

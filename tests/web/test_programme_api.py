@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import wave
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -123,3 +124,84 @@ def test_emergency_needs_a_running_broadcaster(client: TestClient) -> None:
     """Without a broker connection an emergency is refused with 503, not a crash."""
     r = client.post("/api/v1/emergency", json={"text": "Bão số 3 đang đến gần."})
     assert r.status_code == 503
+
+
+def test_programme_api_errors_are_in_vietnamese(client: TestClient) -> None:
+    """The conflicts an officer meets in the web console are explained in Vietnamese, naming the thing."""
+    body = {"id": "cat-dien", "title": "Cắt điện", "text": "TDP 2 cắt điện từ 7h đến 9h."}
+    assert client.post("/api/v1/bulletins", json=body).status_code == 201
+    r = client.post("/api/v1/bulletins", json=body)
+    assert r.status_code == 409 and r.json()["detail"] == "bản tin «cat-dien» đã tồn tại"
+    r = client.post("/api/v1/bulletins/cat-dien/approve")
+    assert r.status_code == 409
+    assert r.json()["detail"] == ("bản tin «cat-dien» đang ở trạng thái bản nháp; "
+                                  "chỉ bản tin đang chờ phê duyệt mới phê duyệt được")
+    r = client.post("/api/v1/bulletins/cat-dien/return", json={"comment": "Sửa giờ."})
+    assert r.status_code == 409 and "chỉ bản tin đang chờ phê duyệt mới trả lại được" in r.json()["detail"]
+    client.post("/api/v1/bulletins/cat-dien/submit")
+    r = client.post("/api/v1/bulletins/cat-dien/submit")
+    assert r.status_code == 409 and r.json()["detail"] == ("bản tin «cat-dien» đang ở trạng thái chờ phê duyệt; "
+                                                           "chỉ bản nháp mới gửi phê duyệt được")
+    r = client.delete("/api/v1/bulletins/nhac-lich-mot-cua")
+    assert r.status_code == 409 and r.json()["detail"].startswith(
+        "bản tin «nhac-lich-mot-cua» đang nằm trong danh sách phát của khung giờ «")
+    wav = {"file": ("keng.wav", tone_wav(), "audio/wav")}
+    assert client.post("/api/v1/assets", data={"id": "keng", "name": "Kẻng"}, files=wav).status_code == 201
+    r = client.post("/api/v1/assets", data={"id": "keng", "name": "Kẻng"}, files=wav)
+    assert r.status_code == 409 and r.json()["detail"] == "tệp âm thanh «keng» đã tồn tại"
+    r = client.post("/api/v1/emergency", json={"text": "Bão số 3 đang đến gần."})
+    assert r.status_code == 503 and r.json()["detail"] == "bộ phát chưa chạy (chưa kết nối được máy chủ MQTT)"
+    for english in ("already exists", "only a", "is in the playlist", "not running"):
+        assert english not in r.text
+
+
+SLOT = {"id": "tin-trua", "name": "Bản tin trưa", "time": "11:30", "days": ["mon", "wed"], "zones": ["tdp-3"],
+        "play": ["muc-tieu-hai-long-99"]}
+
+
+@pytest.mark.parametrize(("change", "field", "detail"), [
+    ({"from": "2025-03-01", "until": "2025-02-01"}, "until", "2025-02-01 is before from: 2025-03-01"),
+    ({"days": None}, "days", "give days (daily or a list of weekdays) or dates"),
+    ({"zones": "all", "groups": ["loa-khu-cho"]}, "groups", "zones: all already covers every node"),
+    ({"except": ["31/12/9999"]}, "except", "is out of range: a date must be in the years 2000-2100"),
+    ({"from": "0001-01-01"}, "from", "is out of range: a date must be in the years 2000-2100"),
+])
+def test_the_slots_api_refuses_what_the_programme_file_refuses(
+    client: TestClient, change: dict[str, object], field: str, detail: str,
+) -> None:
+    """from after until, neither days nor dates, zones: all with groups, dates outside 2000-2100: the API
+    refuses each (the same SlotSpec checks as the file), naming the field, and stores nothing."""
+    body = {key: value for key, value in {**SLOT, **change}.items() if value is not None}
+    for method, url in (("POST", "/api/v1/slots"), ("POST", "/api/v1/slots/check")):
+        r = client.request(method, url, json=body)
+        assert r.status_code == 422, r.text
+        [error] = r.json()["detail"]
+        assert detail in error["msg"], error
+        assert error["msg"].startswith(f"{field}: ") or field in error["loc"], error
+    assert client.get("/api/v1/slots/tin-trua").status_code == 404
+
+
+def test_slots_accepted_by_the_api_export_and_load_back(client: TestClient, tmp_path: Path) -> None:
+    """Every slot shape the API accepts is written by export_programme as YAML that the file loader accepts and
+    that changes nothing when loaded back."""
+    from radio.schedule.loader import export_programme, parse_programme
+
+    shapes = [
+        {**SLOT, "id": "nhom", "zones": None, "groups": ["loa-khu-cho"], "time": "12:10"},
+        {**SLOT, "id": "mot-lan", "days": None, "dates": ["2099-05-01", "2099-05-02"], "time": "12:20"},
+        {**SLOT, "id": "hai-tuan", "every_weeks": 2, "from": "2025-01-06", "until": "2100-12-31",
+         "except": ["2099-05-05"], "holidays": "skip", "time": "12:30"},
+        {**SLOT, "id": "tiep-am", "days": "daily", "dates": ["2099-06-01"], "time": "12:40", "duration": "9m",
+         "play": [{"audio": "nhac-hieu"}, {"relay": "http://127.0.0.1:9/live", "seconds": 90}]},
+        {**SLOT, "id": "ca-phuong", "zones": "all", "priority": "ưu tiên", "time": "12:50", "enabled": False},
+    ]
+    for shape in shapes:
+        body = {key: value for key, value in shape.items() if value is not None}
+        r = client.post("/api/v1/slots", json=body)
+        assert r.status_code == 201, (shape["id"], r.text)
+    service: Service = client.app.state.service  # type: ignore[attr-defined]
+    path = tmp_path / "exported.yaml"
+    path.write_text(export_programme(service.factory), encoding="utf-8")
+    parse_programme(path)
+    report = load_programme(path, service.factory, settings=service.settings)
+    assert not report.changed, str(report)
