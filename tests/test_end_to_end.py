@@ -6,7 +6,11 @@ Runs on every combination of database (SQLite, PostgreSQL) and broker (embedded 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -110,7 +114,16 @@ def test_slot_fired_now_plays_on_every_targeted_node(
         assert session.scalar(select(func.count()).select_from(Broadcast)
                               .where(Broadcast.slot_id == SHORT_SLOT)) == 1
         table = as_run_table(session, service.settings.tz)
+        text = session.get_one(Slot, SHORT_SLOT).items[0].bulletin.text
     assert "phát xong" in table and "Giờ phát" in table
+    assert sum(f"{d.played_s:.1f}" in table for d in broadcast.deliveries) == len(broadcast.deliveries)
+
+    # `radio tts say` makes exactly the file that aired: what the officer hears is what the loudspeakers play.
+    said = service.settings.data_dir / "said.mp3"
+    env = {**os.environ, "RADIO_DATA_DIR": str(service.settings.data_dir), "RADIO_DATABASE_URL": db_url}
+    subprocess.run([sys.executable, "-m", "radio.cli", "tts", "say", text, "-o", str(said)], env=env, check=True,
+                   capture_output=True, timeout=120)
+    assert hashlib.sha256(said.read_bytes()).hexdigest() == broadcast.audio_sha256
 
 
 @pytest.mark.slow
