@@ -70,7 +70,8 @@ class Service:
         self._stack.callback(self.engine.dispose)
         self._first_admin()
         if self.programme is not None:
-            report = load_programme(self.programme, self.factory, settings=self.settings, actor="system")
+            report = load_programme(self.programme, self.factory, settings=self.settings, actor="system",
+                                    timezone=self.settings.timezone)
             log.info("Đã nạp chương trình %s: %s", self.programme, report)
         if s.mqtt_url:
             address = BrokerAddress.parse(s.mqtt_url)
