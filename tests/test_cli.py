@@ -22,9 +22,9 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_schedule_load_then_preview_lists_coming_occurrences(capsys: pytest.CaptureFixture[str]) -> None:
     """Loading the demo programme reports what was created, and preview lists the coming week per slot."""
     assert main(["schedule", "load", str(DEMO)]) == 0
-    assert "slots: 10 created" in capsys.readouterr().out
+    assert "khung giờ: tạo 10," in capsys.readouterr().out
     assert main(["schedule", "load", str(DEMO)]) == 0
-    assert "slots: 0 created, 0 updated, 10 unchanged" in capsys.readouterr().out
+    assert "khung giờ: tạo 0, sửa 0, giữ nguyên 10" in capsys.readouterr().out
     assert main(["schedule", "preview", "--days", "7", "--zone", "tdp-4"]) == 0
     out = capsys.readouterr().out
     assert "Chuyên mục Chuyển đổi số" in out and "TDP 1, 2, 3" not in out

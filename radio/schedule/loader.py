@@ -5,8 +5,10 @@
                                      the programme rules (conflicts, quiet hours, caps) -> LoadReport
     export_programme(factory)        database -> YAML text that load_programme reads back
 
-Problems name ``file:line: field.path: what is wrong``. The YAML is composed (not just loaded) so
-the line of every mapping key and sequence item is known; pydantic errors are mapped back to them.
+Problems name ``file:line: field.path: what is wrong``, what is wrong in Vietnamese for the ward's culture
+officers (the field path keeps the file's keys). The YAML is composed (not just loaded) so the line of every
+mapping key and sequence item is known; pydantic errors are mapped back to them, their texts by error type
+(``PYDANTIC_VI``, shared with the web console's forms).
 
 Loading is all-or-nothing and idempotent. Rows are upserted by id; rows in the database that the
 file does not mention are left alone. The format is documented in ``docs/schedule-format.md``.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import errno
 import hashlib
 import re
 import unicodedata
@@ -44,7 +47,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from radio.db import transaction
-from radio.errors import ScheduleFileError
+from radio.errors import KIND_VI, ScheduleFileError
 from radio.logbook import audit
 from radio.models import (
     AudioAsset,
@@ -118,6 +121,95 @@ _PRIORITY_ALIASES: dict[str, Priority] = {
 }
 
 
+# --------------------------------------------------------------------------- messages in Vietnamese
+
+# pydantic's own error types, by ``type``: "{name}" is filled from the error's ctx (gt, le, max_length, expected...).
+# The file loader and the web console's forms (radio.web.pages.common.validation_text) both use these.
+PYDANTIC_VI: dict[str, str] = {
+    "missing": "thiếu trường bắt buộc",
+    "extra_forbidden": "không có trường này",
+    "model_type": "phải gồm các trường dạng khoá: giá trị",
+    "model_attributes_type": "phải gồm các trường dạng khoá: giá trị",
+    "dict_type": "phải gồm các trường dạng khoá: giá trị",
+    "list_type": "phải là danh sách (mỗi mục bắt đầu bằng '- ', hoặc viết [a, b])",
+    "tuple_type": "phải là danh sách (mỗi mục bắt đầu bằng '- ', hoặc viết [a, b])",
+    "too_short": "cần ít nhất {min_length} mục",
+    "too_long": "nhiều nhất {max_length} mục",
+    "string_type": "phải là chữ (một chuỗi ký tự)",
+    "string_too_short": "không được để trống",
+    "string_too_long": "dài quá {max_length} ký tự",
+    "string_pattern_mismatch": "không đúng dạng quy định",
+    "int_type": "phải là số nguyên",
+    "int_parsing": "phải là số nguyên",
+    "int_from_float": "phải là số nguyên",
+    "int_parsing_size": "số quá lớn",
+    "float_type": "phải là số",
+    "float_parsing": "phải là số",
+    "finite_number": "phải là số hữu hạn",
+    "bool_type": "phải là true hoặc false",
+    "bool_parsing": "phải là true hoặc false",
+    "greater_than": "phải lớn hơn {gt}",
+    "greater_than_equal": "phải từ {ge} trở lên",
+    "less_than": "phải nhỏ hơn {lt}",
+    "less_than_equal": "không được quá {le}",
+    "literal_error": "phải là {expected}",
+    "enum": "phải là {expected}",
+    "date_type": "ngày không hợp lệ",
+    "date_parsing": "ngày không hợp lệ",
+    "time_type": "giờ không hợp lệ",
+    "time_parsing": "giờ không hợp lệ",
+    "union_tag_invalid": "giá trị không hợp lệ",
+    "union_tag_not_found": "giá trị không hợp lệ",
+}
+_INVALID_VI = "giá trị không hợp lệ"
+
+
+def _ctx_text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).replace("' or '", "' hoặc '")  # literal_error's expected: 'espeak' or 'gtts'
+
+
+def pydantic_vi(error: Any, default: str | None = None) -> str:
+    """pydantic's built-in error (a dict from ``errors()``) as a short Vietnamese text, by its type.
+
+    Types not in PYDANTIC_VI give ``default`` (None: "giá trị không hợp lệ").
+    """
+    template = PYDANTIC_VI.get(error.get("type", ""))
+    if template is None:
+        return _INVALID_VI if default is None else default
+    ctx = {key: _ctx_text(value) for key, value in (error.get("ctx") or {}).items()}
+    try:
+        return template.format(**ctx)
+    except (KeyError, IndexError):
+        return _INVALID_VI if default is None else default
+
+
+def _number(value: int) -> str:
+    """20055 -> "20.055" (Vietnamese thousands separator)."""
+    return f"{value:,}".replace(",", ".")
+
+
+# What each section's items are called in messages (radio.errors.KIND_VI, plus the file's own words).
+_KIND_VI = {**KIND_VI, "audio asset": "tệp âm thanh", "slot": "khung giờ"}
+TABLES_VI = {"zones": "tổ dân phố", "nodes": "cụm loa", "groups": "nhóm loa", "segments": "chuyên mục",
+             "assets": "tệp âm thanh", "bulletins": "bản tin", "slots": "khung giờ"}
+
+
+def _kind(kind: str) -> str:
+    return _KIND_VI.get(kind, kind)
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError in Vietnamese for the common cases (the system's own words otherwise)."""
+    known = {
+        errno.ENOENT: "không có tệp này", errno.EACCES: "không có quyền đọc", errno.EPERM: "không có quyền đọc",
+        errno.EISDIR: "đây là thư mục, không phải tệp", errno.ENOTDIR: "đường dẫn sai (có phần không phải thư mục)",
+        errno.ENAMETOOLONG: "tên tệp quá dài", errno.ELOOP: "liên kết vòng quanh",
+    }
+    return known.get(exc.errno or 0) or str(exc.strerror or exc)
+
+
 def _show(value: object) -> str:
     text = f'"{value}"' if isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -134,7 +226,7 @@ def _parse_id(value: object) -> str:
     if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise PydanticCustomError(
             "id",
-            "{value} is not a valid id (1-64 ASCII letters, digits, '-', '_' or '.', e.g. tdp-1)",
+            "mã {value} không hợp lệ (1–64 ký tự: chữ không dấu, chữ số, '-', '_' hoặc '.', ví dụ tdp-1)",
             {"value": _show(value)},
         )
     return value
@@ -149,7 +241,9 @@ def _parse_time(value: object) -> dt.time:
         minute = minute or h_minute
         if hour < 24 and minute < 60 and second < 60:
             return dt.time(hour, minute, second)
-    raise PydanticCustomError("time", "{value} is not a valid time (HH:MM)", {"value": _show(value)})
+    raise PydanticCustomError(
+        "time", "giờ {value} không hợp lệ (dạng HH:MM, ví dụ 06:30)", {"value": _show(value)}
+    )
 
 
 def _parse_date(value: object) -> dt.date:
@@ -167,12 +261,12 @@ def _parse_date(value: object) -> dt.date:
             pass
     if day is None:
         raise PydanticCustomError(
-            "date", "{value} is not a valid date (YYYY-MM-DD or DD/MM/YYYY)", {"value": _show(value)}
+            "date", "ngày {value} không hợp lệ (dạng YYYY-MM-DD hoặc DD/MM/YYYY)", {"value": _show(value)}
         )
     if not MIN_YEAR <= day.year <= MAX_YEAR:  # e.g. except: [31/12/9999]: nothing to schedule that far
         raise PydanticCustomError(
             "date_range",
-            "{value} is out of range: a date must be in the years {low}-{high}",
+            "ngày {value} nằm ngoài khoảng năm {low}–{high}",
             {"value": _show(value if isinstance(value, str) else day.isoformat()), "low": MIN_YEAR,
              "high": MAX_YEAR},
         )
@@ -186,14 +280,16 @@ def _parse_days(value: object) -> Literal["daily"] | tuple[str, ...] | None:
         return "daily"
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
-        raise PydanticCustomError("days", "write daily or a list of weekdays, e.g. [mon, wed, fri]")
+        raise PydanticCustomError(
+            "days", "ghi daily (hằng ngày) hoặc danh sách các thứ, ví dụ [t2, t4, t6] hay [mon, wed, fri]"
+        )
     days = set()
     for item in items:
         day = _WEEKDAY_ALIASES.get(_key(item))
         if day is None:
             raise PydanticCustomError(
                 "weekday",
-                "{value} is not a weekday (use mon, tue, wed, thu, fri, sat, sun or t2..t7, cn)",
+                "{value} không phải là thứ trong tuần (dùng t2…t7, cn hoặc mon, tue, wed, thu, fri, sat, sun)",
                 {"value": _show(item)},
             )
         days.add(day)
@@ -205,7 +301,8 @@ def _parse_priority(value: object) -> str:
     if priority is None:
         raise PydanticCustomError(
             "priority",
-            "{value} is not a priority (use normal, priority or emergency; thông thường, ưu tiên, khẩn cấp)",
+            "{value} không phải là mức ưu tiên (dùng thông thường, ưu tiên, khẩn cấp; hoặc normal, priority, "
+            "emergency)",
             {"value": _show(value)},
         )
     return priority.value
@@ -216,20 +313,20 @@ def _parse_zones(value: object) -> Literal["all"] | tuple[str, ...]:
         return "all"
     if not isinstance(value, list) or not value:
         raise PydanticCustomError(
-            "zones", "write all (the whole ward) or a list of zone ids, e.g. [tdp-1, tdp-2]"
+            "zones", "ghi all (toàn phường) hoặc danh sách mã tổ dân phố, ví dụ [tdp-1, tdp-2]"
         )
     return tuple(sorted({_parse_id(item) for item in value}))
 
 
 def _parse_groups(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
-        raise PydanticCustomError("groups", "write a list of group ids, e.g. [loa-khu-cho]")
+        raise PydanticCustomError("groups", "ghi danh sách mã nhóm loa, ví dụ [loa-khu-cho]")
     return tuple(sorted({_parse_id(item) for item in value}))
 
 
 def _parse_nodes(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
-        raise PydanticCustomError("nodes", "list at least one node id, e.g. [loa-tdp1-a, loa-tdp3-b]")
+        raise PydanticCustomError("nodes", "cần ít nhất một mã cụm loa, ví dụ [loa-tdp1-a, loa-tdp3-b]")
     return tuple(sorted({_parse_id(item) for item in value}))
 
 
@@ -248,13 +345,13 @@ def _parse_duration(value: object) -> float | None:
     if seconds is None:
         raise PydanticCustomError(
             "duration",
-            '{value} is not a length (write e.g. "15m", "90s", "1h30m", or a number of minutes)',
+            '{value} không phải là thời lượng (ghi ví dụ "15m", "90s", "1h30m", "15 phút", hoặc một số phút)',
             {"value": _show(value)},
         )
     if not 0 < seconds <= MAX_DURATION_MIN * 60:
         raise PydanticCustomError(
             "duration_range",
-            "{value} is out of range: more than 0, at most {limit} minutes",
+            "thời lượng {value} phải lớn hơn 0 và không quá {limit} phút",
             {"value": _show(value), "limit": MAX_DURATION_MIN},
         )
     return seconds
@@ -270,7 +367,7 @@ def _parse_url(value: object) -> str:
     if not ok or len(text) > MAX_URL_CHARS or any(ch.isspace() for ch in text):
         raise PydanticCustomError(
             "url",
-            "{value} is not an http:// or https:// stream URL (e.g. http://radio.example.vn/live)",
+            "{value} không phải là địa chỉ luồng http:// hoặc https:// (ví dụ http://radio.example.vn/live)",
             {"value": _show(value)},
         )
     return text
@@ -278,7 +375,7 @@ def _parse_url(value: object) -> str:
 
 def _parse_sha256(value: object) -> str:
     if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
-        raise PydanticCustomError("sha256", "sha256 must be 64 lowercase hex digits")
+        raise PydanticCustomError("sha256", "sha256 phải gồm 64 ký tự hệ 16 viết thường (0–9, a–f)")
     return value
 
 
@@ -287,7 +384,7 @@ def _parse_timezone(value: object) -> str:
         ZoneInfo(str(value))
     except (ZoneInfoNotFoundError, ValueError):
         raise PydanticCustomError(
-            "timezone", "{value} is not a known time zone (e.g. Asia/Ho_Chi_Minh)", {"value": _show(value)}
+            "timezone", "{value} không phải là múi giờ hợp lệ (ví dụ Asia/Ho_Chi_Minh)", {"value": _show(value)}
         ) from None
     return str(value)
 
@@ -379,7 +476,7 @@ class RelayItemSpec(Spec):
     def _one_length(self) -> RelayItemSpec:
         if (self.minutes is None) == (self.seconds is None):
             raise PydanticCustomError(
-                "relay_length", "give how long to relay: minutes: N or seconds: N (one of them)"
+                "relay_length", "ghi thời gian tiếp âm: minutes: N hoặc seconds: N (chỉ một trong hai)"
             )
         return self
 
@@ -406,8 +503,8 @@ PlayItem = Annotated[
     Discriminator(
         _play_kind,
         custom_error_type="play_item",
-        custom_error_message="write a bulletin id, an audio asset as audio: <id>, or a relay as relay: <URL> "
-        "with minutes: <N>",
+        custom_error_message="ghi mã bản tin, tệp âm thanh dạng audio: <mã>, hoặc tiếp âm dạng relay: <URL> "
+        "kèm minutes: <N>",
     ),
 ]
 
@@ -430,12 +527,12 @@ class BulletinSpec(Spec):
             return None
         limit = (info.context or {}).get("max_text_chars", MAX_TEXT_CHARS)
         if not value:  # already stripped (str_strip_whitespace)
-            raise PydanticCustomError("text_empty", "the text is empty")
+            raise PydanticCustomError("text_empty", "nội dung bản tin trống")
         if len(value) > limit:
             raise PydanticCustomError(
                 "text_long",
-                "the text is {length} characters long; the limit is {limit}",
-                {"length": f"{len(value):,}", "limit": f"{limit:,}"},
+                "nội dung dài {length} ký tự; tối đa {limit} ký tự",
+                {"length": _number(len(value)), "limit": _number(limit)},
             )
         return value
 
@@ -444,7 +541,7 @@ class BulletinSpec(Spec):
     def _sha256(cls, value: str | None) -> str | None:
         if value is not None and not _SHA256_RE.fullmatch(value):
             raise PydanticCustomError(
-                "audio", "audio must be the sha256 (64 lowercase hex digits) of a recording"
+                "audio", "audio phải là mã sha256 (64 ký tự hệ 16 viết thường) của một bản ghi âm"
             )
         return value
 
@@ -502,11 +599,14 @@ def slot_rule_problems(
     """
     out: list[tuple[str, str, bool]] = []
     if valid_from and valid_until and valid_from > valid_until:
-        out.append(("until", f"{valid_until.isoformat()} is before from: {valid_from.isoformat()}", False))
+        out.append(("until", f"{valid_until.isoformat()} trước ngày bắt đầu (from: {valid_from.isoformat()})",
+                    False))
     if not has_days and not has_dates:
-        out.append(("days", "give days (daily or a list of weekdays) or dates (one-off dates), or both", True))
+        out.append(("days", "ghi days (daily hoặc danh sách các thứ) hoặc dates (các ngày phát lẻ), hoặc cả hai",
+                    True))
     if zones == "all" and has_groups:
-        out.append(("groups", "zones: all already covers every node; leave out groups, or list the zones", False))
+        out.append(("groups", "zones: all đã gồm mọi cụm loa của phường; bỏ groups, hoặc liệt kê từng tổ dân phố",
+                    False))
     return out
 
 
@@ -587,10 +687,11 @@ def _read_yaml(path: Path, source: _Source) -> Any:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        source.problem((), f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+        source.problem((), f"tệp không phải văn bản UTF-8 (byte lỗi ở vị trí {exc.start}); hãy lưu lại tệp với "
+                           "bảng mã UTF-8")
         return None
     except OSError as exc:
-        source.file_problem(f"cannot read the file: {exc.strerror or exc}")
+        source.file_problem(f"không đọc được tệp: {_os_error(exc)}")
         return None
     loader = yaml.SafeLoader(text)
     try:
@@ -598,27 +699,116 @@ def _read_yaml(path: Path, source: _Source) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        detail = str(exc.problem or "")
+        detail = _yaml_problem_vi(str(exc.problem or ""))
         if exc.context:  # e.g. "while scanning a quoted scalar" that began earlier
-            started = f" at line {exc.context_mark.line + 1}" if exc.context_mark else ""
-            detail = f"{exc.context}{started}: {detail}"
-        source.problem((), f"YAML syntax error: {detail}", line=line)
+            context = _yaml_context_vi(exc.context, exc.context_mark.line + 1 if exc.context_mark else None)
+            detail = f"{context}: {detail}" if context else detail
+        source.problem((), f"lỗi cú pháp YAML: {detail}", line=line)
         return None
     except yaml.YAMLError as exc:
-        source.problem((), f"YAML syntax error: {exc}")
+        source.problem((), f"lỗi cú pháp YAML: {exc}")
         return None
     if node is None:
-        source.problem((), "the file is empty")
+        source.problem((), "tệp trống")
         return None
     try:
         source.budget = max(MAX_EXPANDED_NODES, ALIAS_FACTOR * _written_nodes(node))
         return _to_python(node, (), source, loader, frozenset())
     except _TooManyNodes:
-        source.problem((), f"the YAML expands to more than {source.budget:,} values through aliases (*name): "
-                           "an alias bomb? Write the values out instead of repeating aliases")
+        source.problem((), f"tệp YAML bung ra hơn {_number(source.budget)} giá trị qua các alias (*tên), có thể là "
+                           "một \"bom alias\": hãy viết thẳng các giá trị thay vì lặp lại alias")
         return None
     finally:
         loader.dispose()
+
+
+# PyYAML's messages, in Vietnamese: what it was reading ("context") and what is wrong ("problem").
+_YAML_CONTEXT_VI = {
+    "while parsing a flow sequence": "trong danh sách [ … ]",
+    "while parsing a flow mapping": "trong cặp ngoặc { … }",
+    "while parsing a block mapping": "trong khối khoá: giá trị",
+    "while parsing a block collection": "trong khối",
+    "while parsing a block node": "trong giá trị",
+    "while parsing a flow node": "trong giá trị",
+    "while parsing a node": "trong giá trị",
+    "while parsing a tag": "trong thẻ (tag)",
+    "while scanning a quoted scalar": "trong chuỗi đặt trong dấu nháy",
+    "while scanning a double-quoted scalar": "trong chuỗi đặt trong dấu nháy kép",
+    "while scanning a single-quoted scalar": "trong chuỗi đặt trong dấu nháy đơn",
+    "while scanning a plain scalar": "trong giá trị",
+    "while scanning a block scalar": "trong khối văn bản (| hoặc >)",
+    "while scanning a simple key": "trong khoá",
+    "while scanning an alias": "trong alias (*tên)",
+    "while scanning an anchor": "trong anchor (&tên)",
+    "while scanning a tag": "trong thẻ (tag)",
+    "while scanning a directive": "trong chỉ thị %",
+    "while composing a mapping": "trong khối khoá: giá trị",
+    "expected a single document in the stream": "tệp chỉ được có một tài liệu YAML",
+}
+_YAML_TOKEN_VI = {
+    "'<stream end>'": "cuối tệp",
+    "'<block end>'": "chỗ hết khối thụt lề",
+    "'<block mapping start>'": "một khối khoá: giá trị mới",
+    "'<block sequence start>'": "một danh sách mới",
+    "'<block entry>'": "'-'",
+    "'<scalar>'": "một giá trị",
+    "'<key>'": "một khoá",
+    "'?'": "một khoá",
+    "'<value>'": "':'",
+    "'<document start>'": "'---'",
+    "'<document end>'": "'...'",
+    "'<flow sequence start>'": "'['",
+    "'<flow sequence end>'": "']'",
+    "'<flow mapping start>'": "'{'",
+    "'<flow mapping end>'": "'}'",
+    "'<flow entry>'": "','",
+    "'<alias>'": "một alias (*tên)",
+    "'<anchor>'": "một anchor (&tên)",
+    "'<tag>'": "một thẻ (tag)",
+    "'\\t'": "ký tự tab ('\\t')",
+}
+_YAML_PROBLEM_VI: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"found character '\\t' that cannot start any token"),
+     "có ký tự tab ('\\t'): YAML chỉ thụt lề bằng dấu cách"),
+    (re.compile(r"found character (.+) that cannot start any token"), "ký tự {0} không được đứng ở đây"),
+    (re.compile(r"expected ',' or '\]', but got (.+)"), "thiếu ',' hoặc ']' (gặp {0})"),
+    (re.compile(r"expected ',' or '\}', but got (.+)"), "thiếu ',' hoặc '}}' (gặp {0})"),
+    (re.compile(r"expected <block end>, but found (.+)"), "thụt lề không khớp (gặp {0})"),
+    (re.compile(r"expected the node content, but found (.+)"), "thiếu giá trị (gặp {0})"),
+    (re.compile(r"expected (.+), but found (.+)"), "cần {0} nhưng gặp {1}"),
+    (re.compile(r"mapping values are not allowed here"),
+     "không được có 'khoá: giá trị' ở đây (thiếu dấu cách sau ':'? thụt lề sai? giá trị có ':' thì đặt trong dấu nháy)"),
+    (re.compile(r"sequence entries are not allowed here"), "không được có mục '- ' ở đây (thụt lề sai?)"),
+    (re.compile(r"mapping keys are not allowed here"), "không được có khoá ở đây"),
+    (re.compile(r"could not find expected ':'"), "thiếu dấu ':' sau khoá"),
+    (re.compile(r"found unexpected end of stream"), "tệp kết thúc khi chưa đóng (thiếu dấu nháy hoặc ngoặc?)"),
+    (re.compile(r"found unexpected document separator"), "gặp dòng phân cách tài liệu ('---' hoặc '...') không đúng chỗ"),
+    (re.compile(r"found undefined alias (.+)"), "alias {0} chưa được định nghĩa (thiếu &tên?)"),
+    (re.compile(r"found duplicate anchor (.+?); first occurrence"), "anchor {0} bị trùng"),
+    (re.compile(r"found unknown escape character (.+)"), "ký tự thoát {0} không hợp lệ"),
+    (re.compile(r"invalid indentation or unclosed '\[' or '\{'"), "thụt lề sai hoặc chưa đóng '[' hay '{{'"),
+    (re.compile(r"but found another document"), "gặp tài liệu thứ hai (dòng '---')"),
+    (re.compile(r"unacceptable character (.+): special characters are not allowed"),
+     "ký tự đặc biệt {0} không được phép"),
+]
+
+
+def _yaml_token(text: str) -> str:
+    return _YAML_TOKEN_VI.get(text.strip(), text.strip())
+
+
+def _yaml_problem_vi(problem: str) -> str:
+    for pattern, template in _YAML_PROBLEM_VI:
+        if match := pattern.fullmatch(problem.strip()):
+            return template.format(*(_yaml_token(group) for group in match.groups()))
+    return problem  # a rare PyYAML message: as PyYAML words it
+
+
+def _yaml_context_vi(context: str, line: int | None) -> str:
+    if context == "while scanning for the next token":  # says nothing the problem does not
+        return ""
+    text = _YAML_CONTEXT_VI.get(context, context)
+    return f"{text} bắt đầu ở dòng {line}" if line and context.startswith("while") else text
 
 
 class _TooManyNodes(Exception):
@@ -645,7 +835,7 @@ def _to_python(
     node: yaml.Node, loc: Loc, source: _Source, loader: yaml.SafeLoader, seen: frozenset[int]
 ) -> Any:
     if id(node) in seen:
-        source.problem(loc, "recursive YAML alias")
+        source.problem(loc, "alias YAML tự lặp vào chính nó")
         return None
     source.expanded += 1
     if source.expanded > source.budget:
@@ -667,7 +857,7 @@ def _to_python(
 
 def _bad_tag(node: yaml.Node, loc: Loc, source: _Source) -> None:
     tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-    source.problem(loc, f"YAML tag {tag} is not allowed (write plain values, lists and mappings)",
+    source.problem(loc, f"không được dùng thẻ YAML {tag} (chỉ viết giá trị, danh sách và khoá: giá trị thông thường)",
                    line=node.start_mark.line + 1)
 
 
@@ -679,14 +869,14 @@ def _mapping(
     for key_node, value_node in node.value:
         line = key_node.start_mark.line + 1
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-            source.problem(loc, "only plain keys are supported (no '<<' merges or complex keys)", line=line)
+            source.problem(loc, "chỉ dùng khoá thông thường (không dùng '<<' hay khoá phức hợp)", line=line)
             continue
         if key_node.tag not in _YAML_TAGS:
             _bad_tag(key_node, loc, source)
             continue
         key = _scalar(key_node, loader)
         if key in first_line:
-            source.problem((*loc, key), f"duplicate key (first at line {first_line[key]})", line=line)
+            source.problem((*loc, key), f"khoá bị lặp (đã có ở dòng {first_line[key]})", line=line)
             continue
         first_line[key] = line
         source.lines[(*loc, key)] = line
@@ -752,7 +942,7 @@ def _parse(path: Path, *, timezone: str | None, max_text_chars: int) -> _Parsed:
     _cross_check(items, source, path.parent)
     if site and timezone and site.timezone != timezone:
         source.problem(
-            ("site", "timezone"), f'"{site.timezone}" differs from the server\'s time zone "{timezone}"'
+            ("site", "timezone"), f'"{site.timezone}" khác múi giờ của máy chủ "{timezone}"'
         )
     if source.problems:
         raise ScheduleFileError(source.problems)
@@ -771,12 +961,12 @@ def _valid(pairs: list[tuple[Any, Spec | None]], spec: type[_S]) -> list[_S]:
 
 def _sections(data: Any, source: _Source) -> dict[str, Any]:
     if not isinstance(data, dict):
-        source.problem((), f"the top level must be a mapping with the sections {', '.join(SECTIONS)}")
+        source.problem((), f"cấp ngoài cùng phải gồm các phần dạng khoá: giá trị ({', '.join(SECTIONS)})")
         return {}
     for key in data:
         if key not in SECTIONS:
             source.problem(
-                (key,), f"unknown section{_suggest(key, SECTIONS)} (expected {', '.join(SECTIONS)})"
+                (key,), f"không có phần này{_suggest(key, SECTIONS)}; các phần hợp lệ: {', '.join(SECTIONS)}"
             )
     return {key: value for key, value in data.items() if key in SECTIONS}
 
@@ -788,7 +978,7 @@ def _validate_items(
     if raw is None:
         return []
     if not isinstance(raw, list):
-        source.problem((section,), "must be a list (each item starts with '- ')")
+        source.problem((section,), "phải là danh sách (mỗi mục bắt đầu bằng '- ')")
         return []
     return [
         (item, _validate_one(item, (section, index), spec, source, context)) for index, item in enumerate(raw)
@@ -812,16 +1002,14 @@ def _report(source: _Source, loc: Loc, error: Any) -> None:
     if kind == "slot_rule":  # a cross-field check of SlotSpec: at the line of the field it names
         ctx = error["ctx"]
         loc, message = (loc if ctx.get("missing") else (*loc, ctx["field"])), ctx["detail"]
-    elif kind == "missing":
-        message = "required field is missing"
     elif kind == "extra_forbidden":
-        message = f"unknown field{_suggest(str(loc[-1]), _FIELD_NAMES)}"
-    elif kind == "model_type" or kind == "model_attributes_type":
-        message = "must be a mapping of fields (key: value)"
+        message = f"{PYDANTIC_VI[kind]}{_suggest(str(loc[-1]), _FIELD_NAMES)}"
     elif kind == "too_short" and loc[-1] == "play":
-        message = "list at least one item (a bulletin id, audio: or relay:), e.g. [dvc-truc-tuyen]"
-    elif kind not in _CUSTOM_ERRORS:
-        message = f"{message} (got {_show(error['input'])})"
+        message = "cần ít nhất một mục (mã bản tin, audio: hoặc relay:), ví dụ [dvc-truc-tuyen]"
+    elif kind in ("missing", "model_type", "model_attributes_type", "string_too_short"):
+        message = pydantic_vi(error)
+    elif kind not in _CUSTOM_ERRORS:  # pydantic's own words, in Vietnamese, and what the file says
+        message = f"{pydantic_vi(error)} (đang ghi {_show(error['input'])})"
     source.problem(loc, message)
 
 
@@ -851,7 +1039,7 @@ _CUSTOM_ERRORS = {
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+    return f" (có phải ý bạn là {close[0]}?)" if close else ""
 
 
 # --------------------------------------------------------------------------- cross-reference checks
@@ -914,7 +1102,7 @@ def _ids(section: str, items: list[tuple[Any, Any]], kind: str, source: _Source)
             continue
         loc: Loc = (section, index, "id")
         if ident in first:
-            source.problem(loc, f'duplicate {kind} id "{ident}" (first at line {first[ident]})')
+            source.problem(loc, f'mã {_kind(kind)} "{ident}" bị trùng (đã có ở dòng {first[ident]})')
         else:
             first[ident] = source.line(loc)
     return set(first)
@@ -938,12 +1126,12 @@ def _check_nodes(zones: list[Any], source: _Source) -> set[str]:
                 continue
             other_zone, line = owner[node_id]
             if other_zone == zone_id:
-                source.problem(loc, f'duplicate node id "{node_id}" (first at line {line})')
+                source.problem(loc, f'mã cụm loa "{node_id}" bị trùng (đã có ở dòng {line})')
             else:
                 source.problem(
                     loc,
-                    f'node "{node_id}" is already in zone "{other_zone}" (line {line}); '
-                    "a node belongs to exactly one zone",
+                    f'cụm loa "{node_id}" đã thuộc tổ dân phố "{other_zone}" (dòng {line}); '
+                    "mỗi cụm loa chỉ thuộc một tổ dân phố",
                 )
     return set(owner)
 
@@ -952,29 +1140,29 @@ def _check_asset(raw: dict[Any, Any], loc: Loc, base: Path, source: _Source) -> 
     file, sha256 = raw.get("file"), raw.get("sha256")
     if file is None and sha256 is None:
         source.problem(
-            loc, "give file: (an audio file, relative to this file) or sha256: (audio already in the store)"
+            loc, "ghi file: (tệp âm thanh, đường dẫn tính từ tệp này) hoặc sha256: (bản thu đã có trong kho)"
         )
     elif file is not None and sha256 is not None:
-        source.problem((*loc, "sha256"), "give file: or sha256:, not both")
+        source.problem((*loc, "sha256"), "chỉ ghi file: hoặc sha256:, không ghi cả hai")
     elif isinstance(file, str) and file.strip():
         path = base / file.strip()
         try:
             size = path.stat().st_size
         except OSError as exc:
-            source.problem((*loc, "file"), f'cannot read "{file}": {exc.strerror or exc}')
+            source.problem((*loc, "file"), f'không đọc được "{file}": {_os_error(exc)}')
             return
         if not path.is_file():
-            source.problem((*loc, "file"), f'"{file}" is not a file')
+            source.problem((*loc, "file"), f'"{file}" không phải là tệp')
         elif size > MAX_ASSET_BYTES:
             source.problem(
-                (*loc, "file"), f'"{file}" is {size / 2**20:.0f} MiB; the limit is {MAX_ASSET_BYTES // 2**20} MiB'
+                (*loc, "file"), f'"{file}" nặng {size / 2**20:.0f} MiB; tối đa {MAX_ASSET_BYTES // 2**20} MiB'
             )
 
 
 def _check_bulletin(raw: dict[Any, Any], loc: Loc, segments: set[str], source: _Source) -> None:
     _check_ref(raw.get("segment"), (*loc, "segment"), "segment", segments, source)
     if raw.get("text") is None and raw.get("audio") is None:
-        source.problem((*loc, "text"), "required field is missing (a bulletin needs text, or audio)")
+        source.problem((*loc, "text"), "thiếu trường bắt buộc (bản tin cần có text hoặc audio)")
 
 
 def _check_slot(raw: dict[Any, Any], loc: Loc, known: _Known, source: _Source, *, valid: bool = True) -> None:
@@ -988,7 +1176,8 @@ def _check_slot(raw: dict[Any, Any], loc: Loc, known: _Known, source: _Source, *
             _check_ref(group, (*loc, "groups", index), "group", known.groups, source)
     if zones is None and groups is None:  # the slots API says it in its own words (slots_api._check_refs)
         source.problem(
-            loc, "chọn zones hoặc groups: give zones (a list of zone ids, or all for the whole ward), groups, or both"
+            loc, "hãy chọn zones hoặc groups: zones (danh sách mã tổ dân phố, hoặc all cho toàn phường), groups "
+                 "(danh sách mã nhóm loa), hoặc cả hai"
         )
     if not valid:
         # SlotSpec._consistent checks across fields, but only once every field is valid: run the same checks on
@@ -1021,7 +1210,7 @@ def _check_ref(value: Any, loc: Loc, kind: str, known: set[str], source: _Source
 
 
 def _unknown(kind: str, ident: str, known: set[str]) -> str:
-    return f'unknown {kind} "{ident}"{_suggest(ident, sorted(known))}'
+    return f'không tìm thấy {_kind(kind)} "{ident}"{_suggest(ident, sorted(known))}'
 
 
 # --------------------------------------------------------------------------- writing
@@ -1052,13 +1241,13 @@ class LoadReport:
         return any(c.created or c.updated for c in self.counts.values())
 
     def __str__(self) -> str:
-        """One line, e.g. ``zones: 6 created, 0 updated, 0 unchanged; nodes: ...``."""
+        """One line, e.g. ``tổ dân phố: tạo 6, sửa 0, giữ nguyên 0; cụm loa: ...``."""
         parts = [
-            f"{t}: {c.created} created, {c.updated} updated, {c.unchanged} unchanged"
+            f"{TABLES_VI.get(t, t)}: tạo {c.created}, sửa {c.updated}, giữ nguyên {c.unchanged}"
             for t, c in self.counts.items()
         ]
         if self.back_to_draft:
-            parts.append(f"back to draft (text changed): {', '.join(self.back_to_draft)}")
+            parts.append(f"trở lại bản nháp, chờ duyệt lại (nội dung đã đổi): {', '.join(self.back_to_draft)}")
         return "; ".join(parts)
 
 
@@ -1118,7 +1307,7 @@ def _store_assets(parsed: _Parsed, base: Path, settings: Settings) -> dict[str, 
                 stored[spec.id] = (spec.sha256, None)
             else:
                 source.problem(
-                    (*loc, "sha256"), "no audio with this sha256 in the audio store (give file: instead)"
+                    (*loc, "sha256"), "kho âm thanh không có bản thu nào có sha256 này (hãy ghi file: thay vào)"
                 )
             continue
         assert spec.file is not None  # one of the two: checked by _check_asset
@@ -1126,14 +1315,28 @@ def _store_assets(parsed: _Parsed, base: Path, settings: Settings) -> dict[str, 
             data = (base / spec.file).read_bytes()
             audio = prepare_uploaded(data, settings, store)
         except OSError as exc:
-            source.problem((*loc, "file"), f'cannot read "{spec.file}": {exc.strerror or exc}')
+            source.problem((*loc, "file"), f'không đọc được "{spec.file}": {_os_error(exc)}')
         except ValueError as exc:  # AudioDecodeError: not audio; or empty
-            source.problem((*loc, "file"), f'"{spec.file}" is not usable audio: {exc}')
+            source.problem((*loc, "file"), f'"{spec.file}" không dùng được làm âm thanh: {_audio_error(exc)}')
         else:
             stored[spec.id] = (audio.sha256, audio.duration_s)
     if source.problems:
         raise ScheduleFileError(source.problems)
     return stored
+
+
+_AUDIO_ERRORS_VI = {  # radio.sound.ffmpeg's AudioDecodeError texts
+    "not a recognised audio file": "không nhận ra định dạng âm thanh (cần MP3, WAV, OGG, M4A/AAC, FLAC hoặc WebM)",
+    "the file contains no audio samples": "tệp không có dữ liệu âm thanh",
+    "ffmpeg could not process the audio": "ffmpeg không xử lý được tệp",
+    "ffmpeg took longer than": "ffmpeg xử lý quá lâu",
+    "ffmpeg produced": "ffmpeg không tạo ra được âm thanh",
+}
+
+
+def _audio_error(exc: ValueError) -> str:
+    text = str(exc)
+    return next((vi for en, vi in _AUDIO_ERRORS_VI.items() if text.startswith(en)), text)
 
 
 def _check_asset_refs(session: Session, parsed: _Parsed) -> None:
@@ -1575,7 +1778,10 @@ __all__ = [
     "SiteSpec",
     "SlotSpec",
     "ZoneSpec",
+    "PYDANTIC_VI",
+    "TABLES_VI",
     "export_programme",
     "load_programme",
     "parse_programme",
+    "pydantic_vi",
 ]

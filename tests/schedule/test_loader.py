@@ -232,122 +232,122 @@ BAD_CASES = [
         [("zones: [tdp-1]", "zones: [tdp-1, tdp-9]")],
         27,
         "slots[0].zones[1]",
-        'unknown zone "tdp-9"',
+        'không tìm thấy tổ dân phố "tdp-9"',
         id="unknown-zone",
     ),
     pytest.param(
         [("play: [b1]", "play: [b1, b9]")],
         28,
         "slots[0].play[1]",
-        'unknown bulletin "b9"',
+        'không tìm thấy bản tin "b9"',
         id="unknown-bulletin",
     ),
     pytest.param(
         [("    segment: cds", "    segment: cdx")],
         15,
         "bulletins[0].segment",
-        'unknown segment "cdx" (did you mean cds?)',
+        'không tìm thấy chuyên mục "cdx" (có phải ý bạn là cds?)',
         id="unknown-segment",
     ),
     pytest.param(
         [("  - id: tdp-2", "  - id: tdp-1")],
         7,
         "zones[1].id",
-        'duplicate zone id "tdp-1" (first at line 3)',
+        'mã tổ dân phố "tdp-1" bị trùng (đã có ở dòng 3)',
         id="duplicate-zone",
     ),
     pytest.param(
         [('time: "06:30"', 'tme: "06:30"')],
         20,
         "slots[0].time",
-        "required field is missing",
+        "thiếu trường bắt buộc",
         id="missing-field",
     ),
     pytest.param(
         [("{id: loa-2, name: Loa 2}", "{id: loa-1, name: Loa 2}")],
         10,
         "zones[1].nodes[0].id",
-        'node "loa-1" is already in zone "tdp-1" (line 6)',
+        'cụm loa "loa-1" đã thuộc tổ dân phố "tdp-1" (dòng 6)',
         id="node-in-two-zones",
     ),
     pytest.param(
         [("    text: Kính thưa", '    text: ""\n    x: Kính thưa')],
         18,
         "bulletins[0].text",
-        "the text is empty",
+        "nội dung bản tin trống",
         id="empty-text",
     ),
     pytest.param(
         [("    text: Kính thưa bà con!", "    text: " + "a" * 20_001 + " Kính")],
         18,
         "bulletins[0].text",
-        "the text is 20,055 characters long; the limit is 20,000",
+        "nội dung dài 20.055 ký tự; tối đa 20.000 ký tự",
         id="long-text",
     ),
     pytest.param(
         [('time: "06:30"', 'time: "25:00"')],
         22,
         "slots[0].time",
-        '"25:00" is not a valid time (HH:MM)',
+        'giờ "25:00" không hợp lệ (dạng HH:MM, ví dụ 06:30)',
         id="impossible-time",
     ),
     pytest.param(
         [("until: 2024-06-30", "until: 2024-02-01")],
         25,
         "slots[0].until",
-        "2024-02-01 is before from: 2024-03-01",
+        "2024-02-01 trước ngày bắt đầu (from: 2024-03-01)",
         id="from-after-until",
     ),
     pytest.param(
         [("days: [mon, fri]", "days: [mon, fry]")],
         23,
         "slots[0].days",
-        '"fry" is not a weekday',
+        '"fry" không phải là thứ trong tuần',
         id="bad-weekday",
     ),
     pytest.param(
         [("priority: normal", "priority: urgent")],
         26,
         "slots[0].priority",
-        '"urgent" is not a priority',
+        '"urgent" không phải là mức ưu tiên',
         id="bad-priority",
     ),
     pytest.param(
         [("from: 2024-03-01", "from: 2024-02-30")],
         24,
         "slots[0].from",
-        '"2024-02-30" is not a valid date',
+        'ngày "2024-02-30" không hợp lệ',
         id="bad-date",
     ),
     pytest.param(
         [("    approved: true", "    approvd: true")],
         17,
         "bulletins[0].approvd",
-        "unknown field (did you mean approved?)",
+        "không có trường này (có phải ý bạn là approved?)",
         id="unknown-field",
     ),
     pytest.param(
         [("    approved: true", "    title: Lại")],
         17,
         "bulletins[0].title",
-        "duplicate key (first at line 16)",
+        "khoá bị lặp (đã có ở dòng 16)",
         id="duplicate-key",
     ),
     pytest.param(
         [("    zones: [tdp-1]", "    zones: []")],
         27,
         "slots[0].zones",
-        "write all (the whole ward) or a list of zone ids",
+        "ghi all (toàn phường) hoặc danh sách mã tổ dân phố",
         id="empty-zones",
     ),
     pytest.param(
-        [("  - id: b1", "  - id: Bản tin 1")], 14, "bulletins[0].id", "is not a valid id", id="bad-id"
+        [("  - id: b1", "  - id: Bản tin 1")], 14, "bulletins[0].id", "mã \"Bản tin 1\" không hợp lệ", id="bad-id"
     ),
     pytest.param(
         [("timezone: Asia/Ho_Chi_Minh", "timezone: Asia/Hanoi")],
         1,
         "site.timezone",
-        '"Asia/Hanoi" is not a known time zone',
+        '"Asia/Hanoi" không phải là múi giờ hợp lệ',
         id="bad-timezone",
     ),
     # play items, targets, durations, groups and assets
@@ -355,112 +355,112 @@ BAD_CASES = [
         [("play: [b1]", 'play: [b1, {relay: "ftp://x/y", minutes: 5}]')],
         28,
         "slots[0].play[1].relay",
-        '"ftp://x/y" is not an http:// or https:// stream URL',
+        '"ftp://x/y" không phải là địa chỉ luồng http:// hoặc https://',
         id="relay-not-http",
     ),
     pytest.param(
         [("play: [b1]", "play: [b1, {relay: 'http://x/y', minutes: 0}]")],
         28,
         "slots[0].play[1].minutes",
-        "greater than 0",
+        "phải lớn hơn 0 (đang ghi 0)",
         id="relay-zero-minutes",
     ),
     pytest.param(
         [("play: [b1]", "play: [b1, {relay: 'http://x/y', minutes: 361}]")],
         28,
         "slots[0].play[1].minutes",
-        "less than or equal to 360",
+        "không được quá 360 (đang ghi 361)",
         id="relay-too-long",
     ),
     pytest.param(
         [("play: [b1]", "play: [b1, {relay: 'http://x/y'}]")],
         28,
         "slots[0].play[1]",
-        "give how long to relay: minutes: N or seconds: N",
+        "ghi thời gian tiếp âm: minutes: N hoặc seconds: N",
         id="relay-without-length",
     ),
     pytest.param(
         [("play: [b1]", "play: [b1, {video: x}]")],
         28,
         "slots[0].play[1]",
-        "write a bulletin id, an audio asset as audio: <id>, or a relay as relay: <URL> with minutes: <N>",
+        "ghi mã bản tin, tệp âm thanh dạng audio: <mã>, hoặc tiếp âm dạng relay: <URL> kèm minutes: <N>",
         id="unknown-play-item",
     ),
     pytest.param(
         [("play: [b1]", "play: [b1, {audio: nhac}]")],
         28,
         "slots[0].play[1].audio",
-        'unknown audio asset "nhac"',
+        'không tìm thấy tệp âm thanh "nhac"',
         id="unknown-asset",
     ),
     pytest.param(
         [("    zones: [tdp-1]", "    zones: [tdp-1]\n    duration: 15x")],
         28,
         "slots[0].duration",
-        '"15x" is not a length (write e.g. "15m", "90s", "1h30m", or a number of minutes)',
+        '"15x" không phải là thời lượng (ghi ví dụ "15m", "90s", "1h30m", "15 phút", hoặc một số phút)',
         id="bad-duration",
     ),
     pytest.param(
         [("    zones: [tdp-1]", "    zones: [tdp-1]\n    duration: 400")],
         28,
         "slots[0].duration",
-        "400 is out of range: more than 0, at most 360 minutes",
+        "thời lượng 400 phải lớn hơn 0 và không quá 360 phút",
         id="duration-out-of-range",
     ),
     pytest.param(
         [("    zones: [tdp-1]\n", "")],
         20,
         "slots[0]",
-        "chọn zones hoặc groups",
+        "hãy chọn zones hoặc groups: zones (danh sách mã tổ dân phố, hoặc all cho toàn phường)",
         id="no-targets",
     ),
     pytest.param(
         [("until: 2024-06-30", "until: 2024-06-30\n    except: [31/12/9999]")],
         26,
         "slots[0].except",
-        '"31/12/9999" is out of range: a date must be in the years 2000-2100',
+        'ngày "31/12/9999" nằm ngoài khoảng năm 2000–2100',
         id="except-year-9999",
     ),
     pytest.param(
         [("from: 2024-03-01", "from: 0001-01-01")],
         24,
         "slots[0].from",
-        '"0001-01-01" is out of range: a date must be in the years 2000-2100',
+        'ngày "0001-01-01" nằm ngoài khoảng năm 2000–2100',
         id="from-year-1",
     ),
     pytest.param(
         [("until: 2024-06-30", "until: 9999-12-31")],
         25,
         "slots[0].until",
-        '"9999-12-31" is out of range: a date must be in the years 2000-2100',
+        'ngày "9999-12-31" nằm ngoài khoảng năm 2000–2100',
         id="until-year-9999",
     ),
     pytest.param(
         [("until: 2024-06-30", "until: 2024-06-30\n    dates: [2024-05-01, 2101-01-01]")],
         26,
         "slots[0].dates",
-        '"2101-01-01" is out of range: a date must be in the years 2000-2100',
+        'ngày "2101-01-01" nằm ngoài khoảng năm 2000–2100',
         id="dates-after-2100",
     ),
     pytest.param(
         [("    days: [mon, fri]\n", "")],
         20,
         "slots[0]",
-        "give days (daily or a list of weekdays) or dates (one-off dates), or both",
+        "ghi days (daily hoặc danh sách các thứ) hoặc dates (các ngày phát lẻ), hoặc cả hai",
         id="no-days-nor-dates",
     ),
     pytest.param(
         [("until: 2024-06-30", "until: 2024-02-01")],
         25,
         "slots[0].until",
-        "2024-02-01 is before from: 2024-03-01",
+        "2024-02-01 trước ngày bắt đầu (from: 2024-03-01)",
         id="until-before-from",
     ),
     pytest.param(
         [("    zones: [tdp-1]", "    groups: [g9]")],
         27,
         "slots[0].groups[0]",
-        'unknown group "g9"',
+        'không tìm thấy nhóm loa "g9"',
         id="unknown-group",
     ),
     pytest.param(
@@ -468,49 +468,49 @@ BAD_CASES = [
          ("    zones: [tdp-1]", "    zones: all\n    groups: [g1]")],
         30,
         "slots[0].groups",
-        "zones: all already covers every node",
+        "zones: all đã gồm mọi cụm loa của phường",
         id="all-and-groups",
     ),
     pytest.param(
         [("segments:\n", "groups:\n  - {id: g1, name: G, nodes: [loa-1, loa-9]}\nsegments:\n")],
         12,
         "groups[0].nodes[1]",
-        'unknown node "loa-9"',
+        'không tìm thấy cụm loa "loa-9"',
         id="group-unknown-node",
     ),
     pytest.param(
         [("segments:\n", "groups:\n  - {id: g1, name: G, nodes: []}\nsegments:\n")],
         12,
         "groups[0].nodes",
-        "list at least one node id",
+        "cần ít nhất một mã cụm loa",
         id="group-without-nodes",
     ),
     pytest.param(
         [("bulletins:\n", "assets:\n  - {id: a1, name: A, file: nope.wav}\nbulletins:\n")],
         14,
         "assets[0].file",
-        'cannot read "nope.wav": No such file or directory',
+        'không đọc được "nope.wav": không có tệp này',
         id="asset-file-missing",
     ),
     pytest.param(
         [("bulletins:\n", "assets:\n  - {id: a1, name: A}\nbulletins:\n")],
         14,
         "assets[0]",
-        "give file: (an audio file, relative to this file) or sha256: (audio already in the store)",
+        "ghi file: (tệp âm thanh, đường dẫn tính từ tệp này) hoặc sha256: (bản thu đã có trong kho)",
         id="asset-without-audio",
     ),
     pytest.param(
         [("bulletins:\n", "assets:\n  - {id: a1, name: A, sha256: abc}\nbulletins:\n")],
         14,
         "assets[0].sha256",
-        "sha256 must be 64 lowercase hex digits",
+        "sha256 phải gồm 64 ký tự hệ 16 viết thường (0–9, a–f)",
         id="asset-bad-sha256",
     ),
     pytest.param(
         [("bulletins:\n", f"assets:\n  - {{id: a1, name: A, sha256: {'cd' * 32}}}\nbulletins:\n")],
         14,
         "assets[0].sha256",
-        "no audio with this sha256 in the audio store",
+        "kho âm thanh không có bản thu nào có sha256 này",
         id="asset-not-stored",
     ),
 ]
@@ -542,14 +542,14 @@ def test_bad_input_names_file_line_field_and_changes_nothing(
         pytest.param(
             edit(MINI, ("days: [mon, fri]", "days: [mon, fri")),
             24,
-            "while parsing a flow sequence at line 23: expected ',' or ']'",
+            "trong danh sách [ … ] bắt đầu ở dòng 23: thiếu ',' hoặc ']'",
             id="unclosed-bracket",
         ),
-        pytest.param(edit(MINI, ("    segment: cds", "\tsegment: cds")), 15, "'\\t'", id="tab"),
+        pytest.param(edit(MINI, ("    segment: cds", "\tsegment: cds")), 15, "có ký tự tab ('\\t')", id="tab"),
         pytest.param(
             edit(MINI, ("    name: Tổ dân phố số 2", "   name: Tổ dân phố số 2")),
             8,
-            "expected <block end>",
+            "thụt lề không khớp",
             id="bad-indent",
         ),
     ],
@@ -557,13 +557,13 @@ def test_bad_input_names_file_line_field_and_changes_nothing(
 def test_malformed_yaml_is_a_syntax_error_with_line(
     factory: sessionmaker[Session], tmp_path: Path, text: str, line: int, detail: str
 ) -> None:
-    """Malformed YAML gives one file:line: YAML syntax error message and writes nothing."""
+    """Malformed YAML gives one file:line: lỗi cú pháp YAML message and writes nothing."""
     before = dump(factory)
     path = write(tmp_path, text)
     with pytest.raises(ScheduleFileError) as exc:
         load_programme(path, factory)
     [message] = problems(exc)
-    assert message.startswith(f"{path}:{line}: YAML syntax error: ") and detail in message, message
+    assert message.startswith(f"{path}:{line}: lỗi cú pháp YAML: ") and detail in message, message
     assert dump(factory) == before
 
 
@@ -590,13 +590,13 @@ def test_all_problems_are_reported_together(tmp_path: Path) -> None:
 
 def test_missing_and_empty_files_are_reported(tmp_path: Path) -> None:
     """A missing file, an empty file and a non-mapping top level each give a clear message."""
-    with pytest.raises(ScheduleFileError, match="cannot read the file"):
+    with pytest.raises(ScheduleFileError, match="nope.yaml: không đọc được tệp: không có tệp này"):
         parse_programme(tmp_path / "nope.yaml")
-    with pytest.raises(ScheduleFileError, match=r":1: the file is empty"):
+    with pytest.raises(ScheduleFileError, match=r":1: tệp trống"):
         parse_programme(write(tmp_path, "# only a comment\n"))
-    with pytest.raises(ScheduleFileError, match=r":1: the top level must be a mapping"):
+    with pytest.raises(ScheduleFileError, match=r":1: cấp ngoài cùng phải gồm các phần dạng khoá: giá trị"):
         parse_programme(write(tmp_path, "- tdp-1\n"))
-    with pytest.raises(ScheduleFileError, match=r":2: zone: unknown section \(did you mean zones\?\)"):
+    with pytest.raises(ScheduleFileError, match=r":2: zone: không có phần này \(có phải ý bạn là zones\?\)"):
         parse_programme(write(tmp_path, "site: {name: X}\nzone: []\n"))
 
 
@@ -604,7 +604,7 @@ def test_server_timezone_must_match_site_timezone(tmp_path: Path) -> None:
     """When the caller passes the server's time zone, a different site.timezone is an error."""
     path = write(tmp_path, edit(MINI, ("timezone: Asia/Ho_Chi_Minh", "timezone: Asia/Bangkok")))
     parse_programme(path)
-    with pytest.raises(ScheduleFileError, match=r':1: site.timezone: "Asia/Bangkok" differs'):
+    with pytest.raises(ScheduleFileError, match=r':1: site.timezone: "Asia/Bangkok" khác múi giờ của máy chủ'):
         parse_programme(path, timezone=SITE_TZ)
 
 
@@ -994,7 +994,8 @@ def test_assets_are_checked_as_audio_and_stored(
     (path.parent / "notes.txt").write_text("không phải âm thanh", encoding="utf-8")
     bad = write(tmp_path, FEATURES.replace("file: chime.wav", "file: notes.txt"), "bad.yaml")
     [message] = refused(factory, bad)
-    assert message.startswith(f'{bad}:10: assets[0].file: "notes.txt" is not usable audio: not a recognised audio file')
+    assert message.startswith(f'{bad}:10: assets[0].file: "notes.txt" không dùng được làm âm thanh: '
+                              "không nhận ra định dạng âm thanh"), message
 
 
 def test_audio_item_may_name_an_asset_already_in_the_database(
@@ -1084,7 +1085,7 @@ def test_an_alias_bomb_is_refused_quickly(tmp_path: Path, levels: int) -> None:
         parse_programme(path)
     assert time.monotonic() - started < 5
     [message] = problems(exc)
-    assert message.startswith(f"{path}:1: the YAML expands to more than ") and "alias" in message, message
+    assert message.startswith(f"{path}:1: tệp YAML bung ra hơn ") and "alias" in message, message
 
 
 def test_aliases_within_the_budget_still_load(tmp_path: Path) -> None:
@@ -1109,7 +1110,7 @@ def test_python_and_unknown_yaml_tags_are_refused(tmp_path: Path, written: str, 
     with pytest.raises(ScheduleFileError) as exc:
         parse_programme(path)
     assert time.monotonic() - started < 5
-    assert f"{path}:28: slots[0].play: YAML tag {tag} is not allowed" in problems(exc)[0], problems(exc)
+    assert f"{path}:28: slots[0].play: không được dùng thẻ YAML {tag} " in problems(exc)[0], problems(exc)
 
 
 # --------------------------------------------------------------------------- per-item audit
@@ -1160,3 +1161,93 @@ def test_each_loaded_slot_and_bulletin_is_audited_in_the_load_transaction(
     with pytest.raises(ScheduleFileError):
         load_programme(path, factory, actor="r-officer")
     assert audit_rows(factory) == so_far  # all or nothing: the refused load left no audit record behind
+
+
+# --------------------------------------------------------------------------- messages in Vietnamese
+
+
+def test_pydantic_messages_come_out_in_vietnamese(tmp_path: Path) -> None:
+    """pydantic's own errors (wrong type, bad literal, out of bounds, unknown field) are reported by type in
+    Vietnamese, with what the file says; none of pydantic's English words get through."""
+    text = edit(
+        MINI,
+        ("    name: Tổ dân phố số 1", "    name: 123"),
+        ("    approved: true", "    approved: có lẽ\n    engine: festival\n    rate: 50"),
+        ("    priority: normal", "    priority: normal\n    every_weeks: hai\n    holidays: nghỉ"),
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(ScheduleFileError) as exc:
+        parse_programme(path)
+    found = problems(exc)
+    for expected in (
+        f'{path}:4: zones[0].name: phải là chữ (một chuỗi ký tự) (đang ghi 123)',
+        f'{path}:17: bulletins[0].approved: phải là true hoặc false (đang ghi "có lẽ")',
+        f"{path}:18: bulletins[0].engine: phải là 'espeak' hoặc 'gtts' (đang ghi \"festival\")",
+        f'{path}:19: bulletins[0].rate: phải từ 80 trở lên (đang ghi 50)',
+        f'{path}:29: slots[0].every_weeks: phải là số nguyên (đang ghi "hai")',
+        f"{path}:30: slots[0].holidays: phải là 'keep' hoặc 'skip' (đang ghi \"nghỉ\")",
+    ):
+        assert expected in found, found
+    for english in ("Input should", "Field required", "Extra inputs", "got ", "valid", "unknown", "missing"):
+        assert not any(english in problem for problem in found), found
+
+
+def test_every_pydantic_type_the_loader_may_meet_has_a_vietnamese_text() -> None:
+    """A built-in type without a text would reach the officer as "giá trị không hợp lệ" at best: the ones a
+    programme file can trigger are all named, and their ctx placeholders are filled."""
+    from radio.schedule.loader import PYDANTIC_VI, pydantic_vi
+
+    for kind in ("missing", "extra_forbidden", "model_type", "string_type", "string_too_short", "string_too_long",
+                 "int_parsing", "int_from_float", "float_parsing", "bool_parsing", "greater_than", "less_than_equal",
+                 "literal_error", "list_type", "too_short"):
+        assert kind in PYDANTIC_VI
+    assert pydantic_vi({"type": "string_too_long", "ctx": {"max_length": 300}}) == "dài quá 300 ký tự"
+    assert pydantic_vi({"type": "less_than_equal", "ctx": {"le": 360.0}}) == "không được quá 360"
+    assert pydantic_vi({"type": "no_such_type", "msg": "Something"}) == "giá trị không hợp lệ"
+
+
+def test_the_load_report_is_in_vietnamese(factory: sessionmaker[Session], tmp_path: Path) -> None:
+    """The summary names each table as officers call it: tạo / sửa / giữ nguyên, and bulletins back to draft."""
+    report = load_programme(DEMO, factory)
+    assert str(report).startswith("tổ dân phố: tạo 6, sửa 0, giữ nguyên 0; cụm loa: tạo 9, sửa 0, giữ nguyên 0; ")
+    assert str(report).endswith("; bản tin: tạo 11, sửa 0, giữ nguyên 0; khung giờ: tạo 10, sửa 0, giữ nguyên 0")
+    load_programme(write(tmp_path, MINI), factory)
+    changed = edit(MINI, ("    approved: true\n", ""), ("hồ sơ TTHC", "hồ sơ thủ tục hành chính"))
+    report = load_programme(write(tmp_path, changed), factory)
+    assert str(report).endswith("; bản tin: tạo 0, sửa 1, giữ nguyên 0; khung giờ: tạo 0, sửa 0, giữ nguyên 1; "
+                                "trở lại bản nháp, chờ duyệt lại (nội dung đã đổi): b1")
+
+
+def test_a_file_that_is_not_utf8_or_not_a_list_is_explained(tmp_path: Path) -> None:
+    """Latin-1 bytes, a section that is not a list and a '<<' merge key each get a Vietnamese message."""
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("zones: [{id: tdp-1, name: Tổ 1}]\n".encode("cp1258", errors="replace").replace(b"T", b"\xff"))
+    with pytest.raises(ScheduleFileError, match=r"latin1.yaml:1: tệp không phải văn bản UTF-8"):
+        parse_programme(path)
+    with pytest.raises(ScheduleFileError, match=r":1: zones: phải là danh sách \(mỗi mục bắt đầu bằng '- '\)"):
+        parse_programme(write(tmp_path, "zones: tdp-1\n"))
+    merge = "base: &b {name: X}\nsite:\n  <<: *b\n"
+    with pytest.raises(ScheduleFileError, match=r":3: site: chỉ dùng khoá thông thường \(không dùng '<<'"):
+        parse_programme(write(tmp_path, merge))
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"from": "2025-03-01", "until": "2025-02-01"}, "Đến ngày phải sau Từ ngày"),
+    ({"days": None}, "hãy chọn thứ trong tuần hoặc ngày phát"),
+    ({"zones": "all", "groups": ["g1"]}, "toàn phường không đi kèm nhóm loa"),
+    ({"except": ["31/12/9999"]}, "Ngày nghỉ: ngày phải trong khoảng năm 2000–2100"),
+    ({"name": ""}, "Tên: không được để trống"),
+    ({"enabled": "có lẽ"}, "enabled: phải là true hoặc false"),
+])
+def test_the_consoles_form_errors_share_the_vietnamese_texts(change: dict[str, object], expected: str) -> None:
+    """The web console shows SlotSpec's cross-field checks (slot_rule) and out-of-range dates (date_range) in its
+    own words, and pydantic's types it has no words for in the loader's (PYDANTIC_VI)."""
+    from pydantic import ValidationError
+
+    from radio.web.pages.common import validation_text
+
+    slot = {"id": "s", "name": "S", "time": "06:30", "days": ["mon"], "zones": ["tdp-1"], "play": ["b1"]}
+    body = {key: value for key, value in {**slot, **change}.items() if value is not None}
+    with pytest.raises(ValidationError) as caught:
+        loader.SlotSpec.model_validate(body)
+    assert validation_text(caught.value.errors()) == expected

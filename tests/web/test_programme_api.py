@@ -160,11 +160,11 @@ SLOT = {"id": "tin-trua", "name": "Bản tin trưa", "time": "11:30", "days": ["
 
 
 @pytest.mark.parametrize(("change", "field", "detail"), [
-    ({"from": "2025-03-01", "until": "2025-02-01"}, "until", "2025-02-01 is before from: 2025-03-01"),
-    ({"days": None}, "days", "give days (daily or a list of weekdays) or dates"),
-    ({"zones": "all", "groups": ["loa-khu-cho"]}, "groups", "zones: all already covers every node"),
-    ({"except": ["31/12/9999"]}, "except", "is out of range: a date must be in the years 2000-2100"),
-    ({"from": "0001-01-01"}, "from", "is out of range: a date must be in the years 2000-2100"),
+    ({"from": "2025-03-01", "until": "2025-02-01"}, "until", "2025-02-01 trước ngày bắt đầu (from: 2025-03-01)"),
+    ({"days": None}, "days", "ghi days (daily hoặc danh sách các thứ) hoặc dates"),
+    ({"zones": "all", "groups": ["loa-khu-cho"]}, "groups", "zones: all đã gồm mọi cụm loa của phường"),
+    ({"except": ["31/12/9999"]}, "except", 'ngày "31/12/9999" nằm ngoài khoảng năm 2000–2100'),
+    ({"from": "0001-01-01"}, "from", 'ngày "0001-01-01" nằm ngoài khoảng năm 2000–2100'),
 ])
 def test_the_slots_api_refuses_what_the_programme_file_refuses(
     client: TestClient, change: dict[str, object], field: str, detail: str,

@@ -32,6 +32,7 @@ from radio.auth import Principal
 from radio.errors import Conflict, InvalidInput, NotFound, RadioError, ServiceUnavailable
 from radio.logbook.labels import BROADCAST_VI, DELIVERY_VI
 from radio.models import Role, utcnow
+from radio.schedule.loader import MAX_YEAR, MIN_YEAR, pydantic_vi
 from radio.web import security
 from radio.web.deps import SessionDep
 
@@ -315,6 +316,8 @@ FIELD_VI = {
     "duration": "Thời lượng", "play": "Nội dung phát", "comment": "Lý do trả lại", "zone_ids": "Tổ dân phố",
     "audio": "Tệp âm thanh", "file": "Tệp âm thanh",
 }
+# The console's own words for an error type; other pydantic types get the programme loader's texts (PYDANTIC_VI).
+# "slot_rule.<field>": SlotSpec's checks across fields, by the field the error names (its text names the fields).
 TYPE_VI = {
     "missing": "bắt buộc phải có", "string_too_short": "không được để trống", "string_too_long": "quá dài",
     "time": "giờ không hợp lệ (dạng HH:MM)", "date": "ngày không hợp lệ (dạng dd/mm/yyyy)",
@@ -325,6 +328,9 @@ TYPE_VI = {
     "greater_than_equal": "nhỏ hơn mức cho phép", "less_than_equal": "lớn hơn mức cho phép",
     "id": "mã không hợp lệ", "play_item": "mục phát không hợp lệ", "literal_error": "giá trị không hợp lệ",
     "string_pattern_mismatch": "chỉ dùng chữ thường không dấu, số và dấu gạch ngang",
+    "date_range": f"ngày phải trong khoảng năm {MIN_YEAR}–{MAX_YEAR}",
+    "slot_rule.until": "Đến ngày phải sau Từ ngày", "slot_rule.days": "hãy chọn thứ trong tuần hoặc ngày phát",
+    "slot_rule.groups": "toàn phường không đi kèm nhóm loa",
 }
 
 
@@ -334,7 +340,10 @@ def validation_text(errors: Iterable[Any]) -> str:
     for err in errors:
         loc = [str(p) for p in err.get("loc", ()) if not str(p).startswith("@") and p not in ("body", "query")]
         field = next((FIELD_VI[p] for p in loc if p in FIELD_VI), loc[0] if loc else "")
-        text = TYPE_VI.get(err.get("type", ""), err.get("msg", ""))
+        kind = err.get("type", "")
+        if kind == "slot_rule":  # the text names the fields itself ("Đến ngày phải sau Từ ngày")
+            field, kind = "", f"slot_rule.{(err.get('ctx') or {}).get('field', '')}"
+        text = TYPE_VI.get(kind) or pydantic_vi(err, default=err.get("msg", ""))
         parts.append(f"{field}: {text}" if field else text)
     return "; ".join(dict.fromkeys(parts))
 
