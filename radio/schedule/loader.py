@@ -1317,26 +1317,12 @@ def _store_assets(parsed: _Parsed, base: Path, settings: Settings) -> dict[str, 
         except OSError as exc:
             source.problem((*loc, "file"), f'không đọc được "{spec.file}": {_os_error(exc)}')
         except ValueError as exc:  # AudioDecodeError: not audio; or empty
-            source.problem((*loc, "file"), f'"{spec.file}" không dùng được làm âm thanh: {_audio_error(exc)}')
+            source.problem((*loc, "file"), f'"{spec.file}" không dùng được làm âm thanh: {exc}')
         else:
             stored[spec.id] = (audio.sha256, audio.duration_s)
     if source.problems:
         raise ScheduleFileError(source.problems)
     return stored
-
-
-_AUDIO_ERRORS_VI = {  # radio.sound.ffmpeg's AudioDecodeError texts
-    "not a recognised audio file": "không nhận ra định dạng âm thanh (cần MP3, WAV, OGG, M4A/AAC, FLAC hoặc WebM)",
-    "the file contains no audio samples": "tệp không có dữ liệu âm thanh",
-    "ffmpeg could not process the audio": "ffmpeg không xử lý được tệp",
-    "ffmpeg took longer than": "ffmpeg xử lý quá lâu",
-    "ffmpeg produced": "ffmpeg không tạo ra được âm thanh",
-}
-
-
-def _audio_error(exc: ValueError) -> str:
-    text = str(exc)
-    return next((vi for en, vi in _AUDIO_ERRORS_VI.items() if text.startswith(en)), text)
 
 
 def _check_asset_refs(session: Session, parsed: _Parsed) -> None:

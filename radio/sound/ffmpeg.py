@@ -76,11 +76,11 @@ def run_ffmpeg(args: list[str], *, stdin: bytes | None = None) -> bytes:
     try:
         proc = subprocess.run(cmd, input=stdin, capture_output=True, timeout=_FFMPEG_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise AudioDecodeError(f"ffmpeg took longer than {_FFMPEG_TIMEOUT_S:.0f} s") from exc
+        raise AudioDecodeError(f"ffmpeg xử lý quá lâu (hơn {_FFMPEG_TIMEOUT_S:.0f} giây)") from exc
     if proc.returncode != 0:
         detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         last = detail[-1] if detail else "unknown error"
-        raise AudioDecodeError(f"ffmpeg could not process the audio: {last}")
+        raise AudioDecodeError(f"ffmpeg không xử lý được tệp âm thanh: {last}")
     return proc.stdout
 
 
@@ -113,7 +113,7 @@ def sniff_audio_format(head: bytes) -> str | None:
 def _parse_wav(data: bytes) -> AudioSegment:
     """Build a segment from ffmpeg's streamed WAV (its size fields are bogus on a pipe, so ignore them)."""
     if not (data.startswith(b"RIFF") and data[8:12] == b"WAVE"):
-        raise AudioDecodeError("ffmpeg produced no WAV output")
+        raise AudioDecodeError("ffmpeg không tạo ra được âm thanh (không có dữ liệu WAV)")
     pos = 12
     fmt: tuple[int, int, int] | None = None
     while pos + 8 <= len(data):
@@ -130,7 +130,7 @@ def _parse_wav(data: bytes) -> AudioSegment:
             pcm = pcm[: len(pcm) - len(pcm) % (channels * width)]
             return AudioSegment(data=pcm, sample_width=width, frame_rate=rate, channels=channels)
         pos = body + size + (size & 1)
-    raise AudioDecodeError("ffmpeg produced a WAV without audio data")
+    raise AudioDecodeError("ffmpeg không tạo ra được âm thanh (WAV rỗng)")
 
 
 def decode_any(data_or_path: bytes | str | Path) -> AudioSegment:
@@ -149,7 +149,7 @@ def decode_any(data_or_path: bytes | str | Path) -> AudioSegment:
         with path.open("rb") as fh:
             head = fh.read(16)
     except OSError as exc:
-        raise AudioDecodeError(f"cannot read {path}: {exc.strerror}") from exc
+        raise AudioDecodeError(f"không đọc được {path}: {exc.strerror}") from exc
     _check_sniff(head)
     return _decode_file(path)
 
@@ -157,7 +157,7 @@ def decode_any(data_or_path: bytes | str | Path) -> AudioSegment:
 def _check_sniff(head: bytes) -> str:
     kind = sniff_audio_format(head)
     if kind is None:
-        raise AudioDecodeError("not a recognised audio file (expected MP3, WAV, OGG, M4A/AAC, FLAC or WebM)")
+        raise AudioDecodeError("không nhận ra định dạng âm thanh (cần MP3, WAV, OGG, M4A/AAC, FLAC hoặc WebM)")
     return kind
 
 
@@ -166,7 +166,7 @@ def _decode_file(path: Path) -> AudioSegment:
     wav = run_ffmpeg(["-i", str(path), "-map", "0:a:0", "-vn", "-c:a", "pcm_s16le", "-f", "wav", "pipe:1"])
     segment = _parse_wav(wav)
     if len(segment.raw_data) == 0:
-        raise AudioDecodeError("the file contains no audio samples")
+        raise AudioDecodeError("tệp không có dữ liệu âm thanh")
     return segment
 
 

@@ -347,7 +347,7 @@ def test_prepare_uploaded_normalises_and_stores(
 @pytest.mark.parametrize("junk", [b"", b"<html><body>not audio</body></html>", b"%PDF-1.4 " + bytes(100)])
 def test_prepare_uploaded_rejects_non_audio(settings: Settings, store: AudioStore, junk: bytes) -> None:
     """Empty or non-audio uploads are ValueErrors with a clear message, and nothing is stored."""
-    with pytest.raises(ValueError, match="trống|audio") as info:
+    with pytest.raises(ValueError, match="trống|âm thanh") as info:
         prepare_uploaded(junk, settings, store)
     assert junk == b"" or isinstance(info.value, AudioDecodeError)
     assert not store.root.exists() or not any(store.root.rglob("*.mp3"))
