@@ -180,7 +180,7 @@ def make_chime(sample_rate: int) -> AudioSegment:
 def write_chime_file(path: Path, sample_rate: int = 22050) -> Path:
     """Write the synthesised chime as mono 16-bit WAV (the shipped ``audio/chime.wav``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    make_chime(sample_rate).export(str(path), format="wav")
+    make_chime(sample_rate).export(str(path), format="wav").close()  # export returns the open file
     return path
 
 
