@@ -8,7 +8,7 @@
 Problems name ``file:line: field.path: what is wrong``, what is wrong in Vietnamese for the ward's culture
 officers (the field path keeps the file's keys). The YAML is composed (not just loaded) so the line of every
 mapping key and sequence item is known; pydantic errors are mapped back to them, their texts by error type
-(``PYDANTIC_VI``, shared with the web console's forms).
+(radio.wording, shared with the web console's forms).
 
 Loading is all-or-nothing and idempotent. Rows are upserted by id; rows in the database that the
 file does not mention are left alone. The format is documented in ``docs/schedule-format.md``.
@@ -67,6 +67,7 @@ from radio.models import (
 )
 from radio.schedule.recurrence import WEEKDAYS
 from radio.settings import Settings, load_settings
+from radio.wording import PYDANTIC_VI, pydantic_vi, yaml_context_vi, yaml_problem_vi
 
 MAX_TEXT_CHARS = 20_000  # Settings.max_bulletin_chars default
 DEFAULT_TIMEZONE = "Asia/Ho_Chi_Minh"
@@ -122,68 +123,6 @@ _PRIORITY_ALIASES: dict[str, Priority] = {
 
 
 # --------------------------------------------------------------------------- messages in Vietnamese
-
-# pydantic's own error types, by ``type``: "{name}" is filled from the error's ctx (gt, le, max_length, expected...).
-# The file loader and the web console's forms (radio.web.pages.common.validation_text) both use these.
-PYDANTIC_VI: dict[str, str] = {
-    "missing": "thiếu trường bắt buộc",
-    "extra_forbidden": "không có trường này",
-    "model_type": "phải gồm các trường dạng khoá: giá trị",
-    "model_attributes_type": "phải gồm các trường dạng khoá: giá trị",
-    "dict_type": "phải gồm các trường dạng khoá: giá trị",
-    "list_type": "phải là danh sách (mỗi mục bắt đầu bằng '- ', hoặc viết [a, b])",
-    "tuple_type": "phải là danh sách (mỗi mục bắt đầu bằng '- ', hoặc viết [a, b])",
-    "too_short": "cần ít nhất {min_length} mục",
-    "too_long": "nhiều nhất {max_length} mục",
-    "string_type": "phải là chữ (một chuỗi ký tự)",
-    "string_too_short": "không được để trống",
-    "string_too_long": "dài quá {max_length} ký tự",
-    "string_pattern_mismatch": "không đúng dạng quy định",
-    "int_type": "phải là số nguyên",
-    "int_parsing": "phải là số nguyên",
-    "int_from_float": "phải là số nguyên",
-    "int_parsing_size": "số quá lớn",
-    "float_type": "phải là số",
-    "float_parsing": "phải là số",
-    "finite_number": "phải là số hữu hạn",
-    "bool_type": "phải là true hoặc false",
-    "bool_parsing": "phải là true hoặc false",
-    "greater_than": "phải lớn hơn {gt}",
-    "greater_than_equal": "phải từ {ge} trở lên",
-    "less_than": "phải nhỏ hơn {lt}",
-    "less_than_equal": "không được quá {le}",
-    "literal_error": "phải là {expected}",
-    "enum": "phải là {expected}",
-    "date_type": "ngày không hợp lệ",
-    "date_parsing": "ngày không hợp lệ",
-    "time_type": "giờ không hợp lệ",
-    "time_parsing": "giờ không hợp lệ",
-    "union_tag_invalid": "giá trị không hợp lệ",
-    "union_tag_not_found": "giá trị không hợp lệ",
-}
-_INVALID_VI = "giá trị không hợp lệ"
-
-
-def _ctx_text(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).replace("' or '", "' hoặc '")  # literal_error's expected: 'espeak' or 'gtts'
-
-
-def pydantic_vi(error: Any, default: str | None = None) -> str:
-    """pydantic's built-in error (a dict from ``errors()``) as a short Vietnamese text, by its type.
-
-    Types not in PYDANTIC_VI give ``default`` (None: "giá trị không hợp lệ").
-    """
-    template = PYDANTIC_VI.get(error.get("type", ""))
-    if template is None:
-        return _INVALID_VI if default is None else default
-    ctx = {key: _ctx_text(value) for key, value in (error.get("ctx") or {}).items()}
-    try:
-        return template.format(**ctx)
-    except (KeyError, IndexError):
-        return _INVALID_VI if default is None else default
-
 
 def _number(value: int) -> str:
     """20055 -> "20.055" (Vietnamese thousands separator)."""
@@ -699,9 +638,9 @@ def _read_yaml(path: Path, source: _Source) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        detail = _yaml_problem_vi(str(exc.problem or ""))
+        detail = yaml_problem_vi(str(exc.problem or ""))
         if exc.context:  # e.g. "while scanning a quoted scalar" that began earlier
-            context = _yaml_context_vi(exc.context, exc.context_mark.line + 1 if exc.context_mark else None)
+            context = yaml_context_vi(exc.context, exc.context_mark.line + 1 if exc.context_mark else None)
             detail = f"{context}: {detail}" if context else detail
         source.problem((), f"lỗi cú pháp YAML: {detail}", line=line)
         return None
@@ -723,94 +662,6 @@ def _read_yaml(path: Path, source: _Source) -> Any:
 
 
 # PyYAML's messages, in Vietnamese: what it was reading ("context") and what is wrong ("problem").
-_YAML_CONTEXT_VI = {
-    "while parsing a flow sequence": "trong danh sách [ … ]",
-    "while parsing a flow mapping": "trong cặp ngoặc { … }",
-    "while parsing a block mapping": "trong khối khoá: giá trị",
-    "while parsing a block collection": "trong khối",
-    "while parsing a block node": "trong giá trị",
-    "while parsing a flow node": "trong giá trị",
-    "while parsing a node": "trong giá trị",
-    "while parsing a tag": "trong thẻ (tag)",
-    "while scanning a quoted scalar": "trong chuỗi đặt trong dấu nháy",
-    "while scanning a double-quoted scalar": "trong chuỗi đặt trong dấu nháy kép",
-    "while scanning a single-quoted scalar": "trong chuỗi đặt trong dấu nháy đơn",
-    "while scanning a plain scalar": "trong giá trị",
-    "while scanning a block scalar": "trong khối văn bản (| hoặc >)",
-    "while scanning a simple key": "trong khoá",
-    "while scanning an alias": "trong alias (*tên)",
-    "while scanning an anchor": "trong anchor (&tên)",
-    "while scanning a tag": "trong thẻ (tag)",
-    "while scanning a directive": "trong chỉ thị %",
-    "while composing a mapping": "trong khối khoá: giá trị",
-    "expected a single document in the stream": "tệp chỉ được có một tài liệu YAML",
-}
-_YAML_TOKEN_VI = {
-    "'<stream end>'": "cuối tệp",
-    "'<block end>'": "chỗ hết khối thụt lề",
-    "'<block mapping start>'": "một khối khoá: giá trị mới",
-    "'<block sequence start>'": "một danh sách mới",
-    "'<block entry>'": "'-'",
-    "'<scalar>'": "một giá trị",
-    "'<key>'": "một khoá",
-    "'?'": "một khoá",
-    "'<value>'": "':'",
-    "'<document start>'": "'---'",
-    "'<document end>'": "'...'",
-    "'<flow sequence start>'": "'['",
-    "'<flow sequence end>'": "']'",
-    "'<flow mapping start>'": "'{'",
-    "'<flow mapping end>'": "'}'",
-    "'<flow entry>'": "','",
-    "'<alias>'": "một alias (*tên)",
-    "'<anchor>'": "một anchor (&tên)",
-    "'<tag>'": "một thẻ (tag)",
-    "'\\t'": "ký tự tab ('\\t')",
-}
-_YAML_PROBLEM_VI: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"found character '\\t' that cannot start any token"),
-     "có ký tự tab ('\\t'): YAML chỉ thụt lề bằng dấu cách"),
-    (re.compile(r"found character (.+) that cannot start any token"), "ký tự {0} không được đứng ở đây"),
-    (re.compile(r"expected ',' or '\]', but got (.+)"), "thiếu ',' hoặc ']' (gặp {0})"),
-    (re.compile(r"expected ',' or '\}', but got (.+)"), "thiếu ',' hoặc '}}' (gặp {0})"),
-    (re.compile(r"expected <block end>, but found (.+)"), "thụt lề không khớp (gặp {0})"),
-    (re.compile(r"expected the node content, but found (.+)"), "thiếu giá trị (gặp {0})"),
-    (re.compile(r"expected (.+), but found (.+)"), "cần {0} nhưng gặp {1}"),
-    (re.compile(r"mapping values are not allowed here"),
-     "không được có 'khoá: giá trị' ở đây (thiếu dấu cách sau ':'? thụt lề sai? giá trị có ':' thì đặt trong dấu nháy)"),
-    (re.compile(r"sequence entries are not allowed here"), "không được có mục '- ' ở đây (thụt lề sai?)"),
-    (re.compile(r"mapping keys are not allowed here"), "không được có khoá ở đây"),
-    (re.compile(r"could not find expected ':'"), "thiếu dấu ':' sau khoá"),
-    (re.compile(r"found unexpected end of stream"), "tệp kết thúc khi chưa đóng (thiếu dấu nháy hoặc ngoặc?)"),
-    (re.compile(r"found unexpected document separator"), "gặp dòng phân cách tài liệu ('---' hoặc '...') không đúng chỗ"),
-    (re.compile(r"found undefined alias (.+)"), "alias {0} chưa được định nghĩa (thiếu &tên?)"),
-    (re.compile(r"found duplicate anchor (.+?); first occurrence"), "anchor {0} bị trùng"),
-    (re.compile(r"found unknown escape character (.+)"), "ký tự thoát {0} không hợp lệ"),
-    (re.compile(r"invalid indentation or unclosed '\[' or '\{'"), "thụt lề sai hoặc chưa đóng '[' hay '{{'"),
-    (re.compile(r"but found another document"), "gặp tài liệu thứ hai (dòng '---')"),
-    (re.compile(r"unacceptable character (.+): special characters are not allowed"),
-     "ký tự đặc biệt {0} không được phép"),
-]
-
-
-def _yaml_token(text: str) -> str:
-    return _YAML_TOKEN_VI.get(text.strip(), text.strip())
-
-
-def _yaml_problem_vi(problem: str) -> str:
-    for pattern, template in _YAML_PROBLEM_VI:
-        if match := pattern.fullmatch(problem.strip()):
-            return template.format(*(_yaml_token(group) for group in match.groups()))
-    return problem  # a rare PyYAML message: as PyYAML words it
-
-
-def _yaml_context_vi(context: str, line: int | None) -> str:
-    if context == "while scanning for the next token":  # says nothing the problem does not
-        return ""
-    text = _YAML_CONTEXT_VI.get(context, context)
-    return f"{text} bắt đầu ở dòng {line}" if line and context.startswith("while") else text
-
-
 class _TooManyNodes(Exception):
     """Aliases expanded the document past its budget (see MAX_EXPANDED_NODES)."""
 
@@ -1764,10 +1615,8 @@ __all__ = [
     "SiteSpec",
     "SlotSpec",
     "ZoneSpec",
-    "PYDANTIC_VI",
     "TABLES_VI",
     "export_programme",
     "load_programme",
     "parse_programme",
-    "pydantic_vi",
 ]

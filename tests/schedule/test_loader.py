@@ -1195,7 +1195,7 @@ def test_pydantic_messages_come_out_in_vietnamese(tmp_path: Path) -> None:
 def test_every_pydantic_type_the_loader_may_meet_has_a_vietnamese_text() -> None:
     """A built-in type without a text would reach the officer as "giá trị không hợp lệ" at best: the ones a
     programme file can trigger are all named, and their ctx placeholders are filled."""
-    from radio.schedule.loader import PYDANTIC_VI, pydantic_vi
+    from radio.wording import PYDANTIC_VI, pydantic_vi
 
     for kind in ("missing", "extra_forbidden", "model_type", "string_type", "string_too_short", "string_too_long",
                  "int_parsing", "int_from_float", "float_parsing", "bool_parsing", "greater_than", "less_than_equal",
@@ -1241,7 +1241,7 @@ def test_a_file_that_is_not_utf8_or_not_a_list_is_explained(tmp_path: Path) -> N
 ])
 def test_the_consoles_form_errors_share_the_vietnamese_texts(change: dict[str, object], expected: str) -> None:
     """The web console shows SlotSpec's cross-field checks (slot_rule) and out-of-range dates (date_range) in its
-    own words, and pydantic's types it has no words for in the loader's (PYDANTIC_VI)."""
+    own words, and pydantic's types it has no words for in the shared ones (radio.wording.PYDANTIC_VI)."""
     from pydantic import ValidationError
 
     from radio.web.pages.common import validation_text

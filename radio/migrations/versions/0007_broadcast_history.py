@@ -64,7 +64,7 @@ def upgrade() -> None:
         conn.execute(sa.text("PRAGMA writable_schema = ON"))
         conn.execute(sa.text("UPDATE sqlite_master SET sql = :sql WHERE type = 'table' AND name = 'broadcasts'"),
                      {"sql": stripped})
-        conn.execute(sa.text(f"PRAGMA schema_version = {int(version) + 1}"))
+        conn.execute(sa.text(f"PRAGMA schema_version = {int(version or 0) + 1}"))
         conn.execute(sa.text("PRAGMA writable_schema = OFF"))
     _backfill()
 

@@ -32,9 +32,10 @@ from radio.auth import Principal
 from radio.errors import Conflict, InvalidInput, NotFound, RadioError, ServiceUnavailable
 from radio.logbook.labels import BROADCAST_VI, DELIVERY_VI
 from radio.models import Role, utcnow
-from radio.schedule.loader import MAX_YEAR, MIN_YEAR, pydantic_vi
+from radio.schedule.loader import MAX_YEAR, MIN_YEAR
 from radio.web import security
 from radio.web.deps import SessionDep
+from radio.wording import pydantic_vi
 
 WEB = Path(__file__).resolve().parent.parent
 STATIC = WEB / "static"
@@ -316,7 +317,7 @@ FIELD_VI = {
     "duration": "Thời lượng", "play": "Nội dung phát", "comment": "Lý do trả lại", "zone_ids": "Tổ dân phố",
     "audio": "Tệp âm thanh", "file": "Tệp âm thanh",
 }
-# The console's own words for an error type; other pydantic types get the programme loader's texts (PYDANTIC_VI).
+# The console's own words for an error type; other pydantic types get the shared texts (radio.wording.PYDANTIC_VI).
 # "slot_rule.<field>": SlotSpec's checks across fields, by the field the error names (its text names the fields).
 TYPE_VI = {
     "missing": "bắt buộc phải có", "string_too_short": "không được để trống", "string_too_long": "quá dài",
