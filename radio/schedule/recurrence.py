@@ -250,4 +250,14 @@ def _require_aware(value: dt.datetime, name: str) -> None:
 
 @lru_cache(maxsize=64)
 def _vn_holidays(year: int) -> frozenset[dt.date]:
-    return frozenset(pyholidays.country_holidays("VN", years=year).keys())
+    return frozenset(_vn_holiday_names(year))
+
+
+def holiday_name(day: dt.date) -> str | None:
+    """The holiday's Vietnamese name ("Tết Nguyên Đán", "Ngày Văn hóa Việt Nam"…), or None on a working day."""
+    return _vn_holiday_names(day.year).get(day)
+
+
+@lru_cache(maxsize=64)
+def _vn_holiday_names(year: int) -> dict[dt.date, str]:
+    return dict(pyholidays.country_holidays("VN", years=year, language="vi").items())

@@ -390,3 +390,12 @@ def test_property_next_occurrence_is_first_occurrence_after(rule: SlotRule, afte
         assert nxt == upcoming[0]
     else:
         assert nxt is None or nxt >= horizon
+
+
+def test_holiday_names_are_vietnamese() -> None:
+    """The schedule page names the holiday a "skip holidays" slot rests on, in Vietnamese."""
+    from radio.schedule.recurrence import holiday_name
+
+    assert holiday_name(dt.date(2026, 2, 17)) == "Tết Nguyên Đán"  # lunar new year, from the lunar calendar
+    assert holiday_name(dt.date(2026, 9, 2)) is not None
+    assert holiday_name(dt.date(2026, 3, 10)) is None

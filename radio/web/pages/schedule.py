@@ -23,7 +23,7 @@ from radio.auth import Principal
 from radio.errors import Conflict, InvalidInput, NotFound
 from radio.models import AudioAsset, Bulletin, ItemKind, NodeGroup, Segment, Slot, utcnow
 from radio.schedule.loader import SlotSpec
-from radio.schedule.recurrence import is_holiday
+from radio.schedule.recurrence import holiday_name
 from radio.settings import Settings
 from radio.web import queries, slots_api
 from radio.web.deps import SessionDep, SettingsDep
@@ -73,7 +73,7 @@ def schedule_page(request: Request, session: SessionDep, settings: SettingsDep, 
     bulletins = {b.id: b for b in session.scalars(select(Bulletin))}
     groups = dict(session.execute(select(NodeGroup.id, NodeGroup.name)).all())
     days: list[tuple[dt.date, list[dict[str, Any]]]] = [(monday + dt.timedelta(days=i), []) for i in range(7)]
-    holidays = {day for day, _items in days if is_holiday(day)}
+    holidays = {day: name for day, _items in days if (name := holiday_name(day))}
     for occ in queries.upcoming(session, tz, start, 7, zone or None):
         slot = slots[occ.slot_id]
         local = occ.at.astimezone(tz)
