@@ -39,9 +39,12 @@ LOOKBACK = dt.timedelta(days=7)
 FIRE_THREADS = 64
 RULE_COLUMNS = (Slot.id, Slot.start_time, Slot.weekdays, Slot.interval_weeks, Slot.dates, Slot.exclude_dates,
                 Slot.valid_from, Slot.valid_until, Slot.holidays)  # what SlotRule.from_slot reads
-# Occurrences due at the same instant fire in priority order: a fire waits (at most this long) until every
-# higher-priority one of that instant has been issued, so it starts after them instead of being cut off.
+# Occurrences due at the same instant fire in priority order: a fire is put back (at most this long, checking
+# every PRIORITY_POLL_S) while a higher-priority one of that instant is not issued yet, so it starts after
+# them instead of being cut off. Put back, not waited for: a waiting fire would hold a pool thread the
+# higher-priority fire needs.
 PRIORITY_WAIT_S = 30.0
+PRIORITY_POLL_S = 0.1
 
 
 def _rank(priority: object) -> int:
@@ -83,10 +86,12 @@ class SlotRunner:
         # the claim committed must not arm them again (the claim would refuse, but it is wasted work).
         self._handed: set[tuple[str, dt.datetime]] = set()
         self._rank: dict[str, int] = {}  # slot id → priority rank (PRIORITY_RANK), as of the last sync
-        # Armed occurrences above normal priority, by instant: slot id → an event set once that occurrence has
-        # been issued (or will not fire here). Lower-priority fires of the same instant wait for these; normal
-        # ones are not tracked (nothing ranks below them), so 10,000 slots at 06:00 cost nothing here.
-        self._issued: dict[dt.datetime, dict[str, threading.Event]] = {}
+        # Occurrences above normal priority, by instant: those armed here and not fired yet (``_unfired``), and
+        # all of them (``_above``: once fired here, or claimed by another instance, lower-priority fires of the
+        # instant go on when the database says it is issued). Normal ones are not tracked (nothing ranks below
+        # them), so 10,000 slots at 06:00 cost nothing here.
+        self._unfired: dict[dt.datetime, set[str]] = {}
+        self._above: dict[dt.datetime, set[str]] = {}
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -205,9 +210,9 @@ class SlotRunner:
             if self._armed.get(slot_id) != at and (slot_id, at) not in self._handed:
                 self._arm(slot_id, at)
         with self._lock:  # occurrences long past: nobody waits for them any more
-            for when in [when for when in self._issued if when < since]:
-                for event in self._issued.pop(when).values():
-                    event.set()
+            for pending in (self._unfired, self._above):
+                for when in [when for when in pending if when < since]:
+                    del pending[when]
 
     def _next_unhandled(self, slot_id: str, rule: SlotRule, since: dt.datetime, claimed: set[str]) -> dt.datetime | None:
         at = next_occurrence(rule, since - dt.timedelta(microseconds=1), self.settings.tz)
@@ -218,17 +223,15 @@ class SlotRunner:
             at = next_occurrence(rule, at, self.settings.tz)
         return at
 
-    def _release(self, slot_id: str, at: dt.datetime | None) -> None:
-        """The occurrence will not fire here (un-armed, moved, or fired): whoever waits for it goes on."""
+    def _release(self, slot_id: str, at: dt.datetime | None, *, fired: bool = False) -> None:
+        """The occurrence has fired here, or will not (un-armed, moved): lower-priority fires of its instant
+        stop waiting for it — once fired, only while the database says it is still being prepared."""
         if at is None:
             return
         with self._lock:
-            due = self._issued.get(at)
-            event = due.pop(slot_id, None) if due is not None else None
-            if due is not None and not due:
-                del self._issued[at]
-        if event is not None:
-            event.set()
+            _discard(self._unfired, at, slot_id)
+            if not fired and at > utcnow():  # moved before its time; once due, another instance may have it
+                _discard(self._above, at, slot_id)
 
     def _arm(self, slot_id: str, at: dt.datetime) -> None:
         previous = self._armed.get(slot_id)
@@ -237,38 +240,54 @@ class SlotRunner:
         self._armed[slot_id] = at
         if self._rank.get(slot_id, 0) > 0:
             with self._lock:
-                self._issued.setdefault(at, {}).setdefault(slot_id, threading.Event())
+                self._unfired.setdefault(at, set()).add(slot_id)
+                self._above.setdefault(at, set()).add(slot_id)
         self.scheduler.add_job(self._fire, DateTrigger(run_date=at), args=(slot_id, at), id=f"slot:{slot_id}",
                                replace_existing=True)
         log.debug("slot %s armed for %s", slot_id, at.isoformat())
 
-    def _wait_for_higher_priority(self, slot_id: str, at: dt.datetime) -> None:
-        """Let the higher-priority occurrences due at the same instant be issued first (emergency > priority >
-        normal): issued after them, this one starts when they end (Broadcaster._start_after_higher_priority)
-        instead of starting first and being cut off by them."""
+    def _higher_pending(self, slot_id: str, at: dt.datetime) -> bool:
+        """Is a higher-priority occurrence of the same instant not issued yet (emergency > priority > normal)?
+        Issued after it, this one starts when it ends (Broadcaster._start_after_higher_priority)."""
         rank = self._rank.get(slot_id, 0)
         with self._lock:
-            waits = [event for other, event in self._issued.get(at, {}).items()
-                     if other != slot_id and self._rank.get(other, 0) > rank]
-        deadline = min(PRIORITY_WAIT_S, float(self.settings.misfire_grace_s))
-        for event in waits:
-            started = utcnow()
-            if not event.wait(deadline):
-                log.warning("slot %s: a higher-priority occurrence at %s is still not issued; firing anyway",
-                            slot_id, at.isoformat())
-                return
-            deadline = max(0.0, deadline - (utcnow() - started).total_seconds())
+            unfired = [o for o in self._unfired.get(at, ()) if o != slot_id and self._rank.get(o, 0) > rank]
+            above = [o for o in self._above.get(at, ()) if o != slot_id and self._rank.get(o, 0) > rank]
+        if unfired:
+            return True
+        if not above:
+            return False
+        with self.factory() as session:  # fired here or by another instance: still being prepared?
+            return session.scalar(select(Broadcast.id).where(
+                Broadcast.occurrence_key.in_([occurrence_key(o, at) for o in above]),
+                Broadcast.status == BroadcastStatus.PREPARING).limit(1)) is not None
 
-    def _fire(self, slot_id: str, at: dt.datetime) -> None:
+    def _fire(self, slot_id: str, at: dt.datetime, wait_until: dt.datetime | None = None) -> None:
         self._handed.add((slot_id, at))
+        if self._higher_pending(slot_id, at):
+            now = utcnow()
+            wait_until = wait_until or now + dt.timedelta(seconds=min(PRIORITY_WAIT_S, self.settings.misfire_grace_s))
+            if now < wait_until:
+                self.scheduler.add_job(self._fire, DateTrigger(run_date=now + dt.timedelta(seconds=PRIORITY_POLL_S)),
+                                       args=(slot_id, at, wait_until), id=f"slot:{slot_id}", replace_existing=True)
+                return
+            log.warning("slot %s: a higher-priority occurrence at %s is still not issued; firing anyway",
+                        slot_id, at.isoformat())
         try:
-            self._wait_for_higher_priority(slot_id, at)
             self.broadcaster.fire_slot(slot_id, at)
         finally:
-            self._release(slot_id, at)
+            self._release(slot_id, at, fired=True)
             with self.factory() as session:
                 slot = session.get(Slot, slot_id)
                 rule = SlotRule.from_slot(slot) if slot else None
             nxt = next_occurrence(rule, at, self.settings.tz) if rule else None
             if rule is not None and nxt is not None:
                 self._arm(slot_id, nxt)
+
+
+def _discard(index: dict[dt.datetime, set[str]], at: dt.datetime, slot_id: str) -> None:
+    members = index.get(at)
+    if members is not None:
+        members.discard(slot_id)
+        if not members:
+            del index[at]

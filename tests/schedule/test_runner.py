@@ -217,3 +217,70 @@ def test_a_priority_occurrence_is_issued_before_a_normal_one_due_at_the_same_ins
     finally:
         runner.stop()
         runner.factory.kw["bind"].dispose()
+
+
+def test_waiting_normal_fires_never_hold_the_threads_a_priority_fire_needs(
+    tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More normal occurrences than fire threads, due with a priority one at the same instant and dispatched
+    before it (APScheduler hands them out by job id): the priority one still goes first, at once."""
+    import radio.schedule.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "FIRE_THREADS", 4)
+    normals = [f"a{i}" for i in range(8)]
+    programme = SAME_INSTANT.replace("- id: uu-tien", "- id: zz-uu-tien") + "".join(f"""\
+  - id: {slot_id}
+    name: Bản tin {slot_id}
+    time: "07:{i:02d}"
+    days: daily
+    zones: [tdp-1]
+    play: [tin]
+""" for i, slot_id in enumerate(normals))  # apart in the file (no clash); armed at one instant below
+    runner = _make_runner(tmp_path, make_settings, programme, quiet_hours="00:00-00:00", sessions_per_day=20)
+    fired: list[str] = []
+    runner.broadcaster.fire_slot = lambda slot_id, at: fired.append(slot_id)  # type: ignore[method-assign,assignment,return-value]
+    try:
+        runner.sync()
+        at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)).replace(microsecond=0) + dt.timedelta(seconds=1)
+        for slot_id in [*normals, "zz-uu-tien"]:
+            runner._arm(slot_id, at)
+        runner.scheduler.resume()
+        wait_for(lambda: len(fired) == len(normals) + 1, 20, "every occurrence to fire")
+        assert fired[0] == "zz-uu-tien", fired
+    finally:
+        runner.stop()
+        runner.factory.kw["bind"].dispose()
+
+
+def test_a_normal_fire_waits_for_a_priority_occurrence_another_instance_is_preparing(
+    tmp_path: Path, make_settings: Callable[..., Settings],
+) -> None:
+    """Two instances share the database: the other one claimed the priority occurrence and is still preparing
+    its audio. This instance's normal fire of the same instant waits until it is issued, then goes."""
+    runner = _make_runner(tmp_path, make_settings, SAME_INSTANT)
+    fired: dict[str, float] = {}
+    runner.broadcaster.fire_slot = lambda slot_id, at: fired.setdefault(slot_id, time.monotonic())  # type: ignore[method-assign,assignment,return-value]
+    at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)).replace(microsecond=0) + dt.timedelta(seconds=1)
+    with transaction(runner.factory) as session:  # the other instance's claim, audio not ready yet
+        session.add(Broadcast(occurrence_key=occurrence_key("uu-tien", at), slot_id="uu-tien", kind="scheduled",
+                              title="Thông báo ưu tiên", priority="priority", scheduled_at=at,
+                              status=BroadcastStatus.PREPARING))
+    try:
+        runner.sync()
+        runner._arm("sang", at)
+        runner._arm("uu-tien", at)
+        runner.scheduler.resume()
+        wait_for(lambda: "uu-tien" in fired, 10, "this instance's (refused) priority fire")
+        # A sync now sees the other instance's claim and arms the priority slot's next occurrence instead:
+        runner._arm("uu-tien", at + dt.timedelta(days=1))
+        time.sleep(1.0)
+        assert "sang" not in fired  # still preparing elsewhere: the normal one waits
+        with transaction(runner.factory) as session:
+            row = session.scalars(select(Broadcast).where(Broadcast.slot_id == "uu-tien")).one()
+            row.status = BroadcastStatus.ON_AIR
+        issued = time.monotonic()
+        wait_for(lambda: "sang" in fired, 10, "the normal occurrence to fire once the priority one is issued")
+        assert fired["sang"] >= issued
+    finally:
+        runner.stop()
+        runner.factory.kw["bind"].dispose()
