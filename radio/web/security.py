@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, cast
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -107,16 +108,21 @@ def login_csrf_ok(request: Request, settings: Settings, sent: str | None) -> boo
 
 
 def cross_site(request: Request, settings: Settings) -> bool:
-    """A browser says this request comes from another site (the ``Origin`` or ``Sec-Fetch-Site`` header)."""
+    """A browser says this request comes from another site (the ``Sec-Fetch-Site`` or ``Origin`` header).
+
+    Hosts are compared without the scheme: behind a TLS proxy the browser's origin is https and the request
+    the app sees is http. ``Origin: null`` (privacy settings, a ``no-referrer`` policy) says nothing either
+    way; the login form's token and JSON-only API login still stand.
+    """
     if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
         return True
-    origin = request.headers.get("origin")
+    origin = request.headers.get("origin", "")
     if not origin or origin == "null":
-        return origin == "null"  # sandboxed frames and some redirects send "null": never our own pages
-    ours = {f"{request.url.scheme}://{request.headers.get('host', '')}".lower()}
+        return False
+    ours = {request.headers.get("host", "").lower()}
     if settings.public_base_url:
-        ours.add(settings.public_base_url.rstrip("/").lower())
-    return origin.rstrip("/").lower() not in ours
+        ours.add(urlsplit(settings.public_base_url).netloc.lower())
+    return urlsplit(origin).netloc.lower() not in ours
 
 
 def session_csrf_ok(request: Request, settings: Settings, sent: str | None) -> bool:

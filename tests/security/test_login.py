@@ -104,13 +104,25 @@ def test_a_refused_login_form_is_neither_throttled_nor_checked(client: TestClien
 
 def test_a_cross_site_login_is_refused_even_with_a_token(client: TestClient) -> None:
     token = form_token(client)
-    for headers in ({"Origin": "https://ke-gian.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
+    for headers in ({"Origin": "https://ke-gian.example"}, {"Sec-Fetch-Site": "cross-site"}):
         r = client.post("/login", data={**OFFICER, "csrf_token": token}, headers=headers, follow_redirects=False)
         assert r.status_code == 403, headers
         assert session_cookie(client) is None
     same = {"Origin": str(client.base_url).rstrip("/"), "Sec-Fetch-Site": "same-origin"}
     r = client.post("/login", data={**OFFICER, "csrf_token": token}, headers=same, follow_redirects=False)
     assert r.status_code == 303
+
+
+@pytest.mark.parametrize("origin", ["null", "https"])
+def test_login_behind_a_tls_proxy_or_with_a_null_origin(client: TestClient, origin: str) -> None:
+    """Behind a TLS proxy the browser's origin is https while the app sees http, and privacy settings or a
+    no-referrer policy send ``Origin: null``: neither is another site, so a login with the form's token works."""
+    if origin == "https":
+        origin = f"https://{client.base_url.netloc.decode()}"
+    token = form_token(client)
+    r = client.post("/login", data={**OFFICER, "csrf_token": token}, headers={"Origin": origin},
+                    follow_redirects=False)
+    assert r.status_code == 303 and session_cookie(client) is not None
 
 
 def test_the_json_login_takes_only_same_site_json(client: TestClient) -> None:
