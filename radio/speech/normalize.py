@@ -869,8 +869,20 @@ def _layout(text: str) -> str:
 # digit skip those passes: most of a bulletin is words.
 _CLAUSE_SPLIT_RE = re.compile(r"(\n|[.;!?][ \t]+)")
 _DIGIT_RE = re.compile(r"\d")
+# A number right after a label ("tổ 5", "quận 8", "số 12", "mã 123") is read alone: the space-grouped
+# thousands rule must not join it with the next number ("Tổ 5 100% hộ" is not 5,100 %).
+_LABELLED_RE = re.compile(
+    r"(?<![\w])(?P<label>(?:số|tổ|quận|phường|phố|khu|khu phố|ấp|thôn|xóm|bản|phòng|lô|thửa|tờ|mã|nhà|hẻm|ngõ|"
+    r"ngách|kiệt|tầng|căn|đường|xã|huyện|kỳ|khóa|khoá|đợt|lần|tuyến|quầy|bàn|cổng|lớp|cụm|tiểu khu|hồ sơ))"
+    r"(?P<space>[ ]+)(?P<n>[1-9]\d{0,3})(?= \d{3}(?!\d))", re.IGNORECASE)
+
+
+def _labelled(clause: str) -> str:
+    return _LABELLED_RE.sub(lambda m: f"{m['label']}{m['space']}{_wrap(read_number(int(m['n'])))}", clause)
+
+
 _NUMBER_PASSES: tuple[Callable[[str], str], ...] = (
-    _phones, _dates, _times, _ordinals, _units, _chainage, _fractions, _plain_numbers,
+    _phones, _dates, _times, _ordinals, _labelled, _units, _chainage, _fractions, _plain_numbers,
     lambda t: _RANGE_RE.sub(f"{_CLOSE} đến ", t),
     lambda t: _NEGATIVE_RE.sub("âm ", t),
     lambda t: _MONEY_WORD_DONG_RE.sub(r"\g<w> đồng", t),  # "30 triệu đ"

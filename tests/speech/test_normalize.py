@@ -402,6 +402,11 @@ AUDIT_2026 = [
 # Fresh announcements written after the 2026 audit (water cuts, vaccination, storms, meetings, fees,
 # hotlines), checked by hand: nothing broken, no word dropped.
 FRESH_BATCH = [
+    # A labelled number is not the first group of a space-grouped thousand.
+    ("Tổ 5 100% hộ đã đăng ký", "tổ năm một trăm phần trăm hộ đã đăng ký"),
+    ("Quận 8 500 hộ", "quận tám năm trăm hộ"),
+    ("Thửa đất số 12 500 m2", "thửa đất số mười hai năm trăm mét vuông"),
+    ("Tổ 5 có 12 345 người", "tổ năm có mười hai nghìn ba trăm bốn mươi lăm người"),
     ('Thông báo: Do sửa chữa đường ống, khu vực P.5, Q.10 sẽ tạm ngưng cấp nước từ 8g đến 17g ngày 12/3.',
      'thông báo: do sửa chữa đường ống, khu vực phường năm, quận mười sẽ tạm ngưng cấp nước từ tám giờ đến'
      ' mười bảy giờ ngày mười hai tháng ba.'),
