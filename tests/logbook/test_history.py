@@ -74,6 +74,15 @@ def test_migration_0007_backfills_and_unlinks_the_slot_foreign_key(db_url: str) 
     with session_factory(engine)() as s:
         b = s.get_one(Broadcast, 1)
         assert b.targets == {"zones": ["tdp-1"], "groups": ["cho"], "reach": ["tdp-1", "tdp-2"]}
+    # Downgrading drops the two columns in place: the as-run rows hanging off broadcasts survive.
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0007_broadcast_history@-1")
+    with engine.begin() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("broadcasts")}
+        assert "segment_id" not in columns and "targets" not in columns
+        assert conn.execute(sa.text("SELECT count(*) FROM deliveries")).scalar() == 2
+        assert conn.execute(sa.text("SELECT count(*) FROM commands")).scalar() == 1
     engine.dispose()
 
 

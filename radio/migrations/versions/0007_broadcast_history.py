@@ -70,8 +70,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # The foreign key is not put back: rows of deleted slots would violate it.
-    with op.batch_alter_table("broadcasts", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_broadcasts_segment_id"))
-        batch_op.drop_column("targets")
-        batch_op.drop_column("segment_id")
+    # The foreign key is not put back: rows of deleted slots would violate it. Columns are dropped in place
+    # (ALTER TABLE DROP COLUMN, SQLite 3.35+): a batch rebuild would cascade its DROP TABLE to deliveries.
+    op.drop_index("ix_broadcasts_segment_id", table_name="broadcasts")
+    op.drop_column("broadcasts", "targets")
+    op.drop_column("broadcasts", "segment_id")
