@@ -66,6 +66,9 @@ def upgrade() -> None:
                      {"sql": stripped})
         conn.execute(sa.text(f"PRAGMA schema_version = {int(version or 0) + 1}"))
         conn.execute(sa.text("PRAGMA writable_schema = OFF"))
+    left = [row for row in conn.execute(sa.text("PRAGMA foreign_key_list(broadcasts)")) if row[2] == "slots"]
+    if left:  # a schema this migration does not know: stop rather than leave the cascade in place
+        raise RuntimeError(f"migration 0007: could not remove broadcasts' foreign key to slots from: {sql}")
     _backfill()
 
 
