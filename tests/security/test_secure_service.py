@@ -8,7 +8,6 @@ line, by the service.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
@@ -16,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,40 +32,20 @@ from radio.schedule.loader import load_programme, parse_programme
 from radio.service import Service
 from radio.settings import Settings
 from tests.conftest import DEMO, Mosquitto, Running, free_port, unavailable, wait_for
+from tests.node.conftest import FleetThread
 from tests.security.conftest import Peer
 from tests.test_end_to_end import SHORT_SLOT, _wait_settled
 
 SETTLE_S = 0.5
 
 
-class NodeFleet:
+def node_fleet(settings: Settings, port: int, passwords: dict[str, str], zones: dict[str, str]) -> FleetThread:
     """The registered nodes as simulated agents, each logged in with its own MQTT password, on their own loop."""
-
-    def __init__(self, settings: Settings, port: int, passwords: dict[str, str], zones: dict[str, str]) -> None:
-        configs = [NodeConfig(node_id=node, zone_id=zones[node], site=settings.site_id,
-                              broker=BrokerAddress.parse(f"mqtt://{node}:{password}@127.0.0.1:{port}"),
-                              cache_dir=settings.data_dir / "node-cache" / node)
-                   for node, password in sorted(passwords.items())]
-        self.fleet = Fleet(configs)
-        self.loop = asyncio.new_event_loop()
-        self.task: asyncio.Task[None] | None = None
-        self.thread = threading.Thread(target=self._run, name="secure-fleet", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.task = self.loop.create_task(self.fleet.run())
-        try:
-            self.loop.run_until_complete(self.task)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self.loop.close()
-
-    def stop(self) -> None:
-        if self.task is not None:
-            self.loop.call_soon_threadsafe(self.task.cancel)
-        self.thread.join(10)
+    return FleetThread(Fleet([
+        NodeConfig(node_id=node, zone_id=zones[node], site=settings.site_id,
+                   broker=BrokerAddress.parse(f"mqtt://{node}:{password}@127.0.0.1:{port}"),
+                   cache_dir=settings.data_dir / "node-cache" / node)
+        for node, password in sorted(passwords.items())]))
 
 
 @pytest.fixture
@@ -116,7 +94,7 @@ def test_secure_mode_airs_to_nodes_with_their_own_credentials_and_refuses_forger
     assert not Peer("127.0.0.1", port, "ke-la").connect(), "anonymous access must be off"
     with service.factory() as session:
         zones = {node.id: node.zone_id for node in session.scalars(select(Node))}
-    fleet = NodeFleet(service.settings, port, passwords, zones)
+    fleet = node_fleet(service.settings, port, passwords, zones)
     try:
         def online() -> int:
             with service.factory() as session:
