@@ -9,6 +9,7 @@ BROADCAST_VI = {
     "preparing": "đang chuẩn bị", "on_air": "đang phát", "completed": "đã phát xong", "partial": "phát một phần",
     "failed": "lỗi", "not_aired": "không phát", "missed": "bị lỡ",
 }
+BULLETIN_VI = {"draft": "bản nháp", "submitted": "chờ phê duyệt", "approved": "đã phê duyệt"}
 DELIVERY_VI = {
     "issued": "đã gửi", "received": "đã nhận", "ready": "sẵn sàng", "playing": "đang phát", "finished": "phát xong",
     "failed": "lỗi", "rejected": "từ chối", "expired": "hết hạn", "missed": "bị lỡ",

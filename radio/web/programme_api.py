@@ -19,6 +19,7 @@ from radio import emergency
 from radio.auth import Principal
 from radio.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from radio.logbook import audit
+from radio.logbook.labels import BULLETIN_VI
 from radio.models import AudioAsset, Bulletin, BulletinStatus, NodeGroup, Role, Segment, SlotItem, utcnow
 from radio.settings import Settings
 from radio.sound.ffmpeg import AudioDecodeError
@@ -121,11 +122,8 @@ def _commit(session: SessionDep, actor: str, action: str, row: Bulletin | AudioA
 
 
 # bulletins -----------------------------------------------------------------------------------------
-_STATUS_VI = {"draft": "bản nháp", "submitted": "chờ phê duyệt", "approved": "đã phê duyệt"}
-
-
 def _status_vi(status: object) -> str:
-    return _STATUS_VI.get(str(status), str(status))
+    return BULLETIN_VI.get(str(status), str(status))
 
 
 def _bulletin(session: SessionDep, bulletin_id: str) -> Bulletin:

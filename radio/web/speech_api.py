@@ -174,7 +174,7 @@ def delete_lexicon_entry(written: str, settings: SettingsDep, session: SessionDe
     except ValueError as exc:
         raise Conflict(str(exc)) from None
     if after is None:
-        if _nfc(written) in site_lexicon_info(settings).lexicon:
+        if key in before.lexicon:  # nothing was removed: the lexicon is as it was read before
             raise Conflict(f"{written!r} là mục có sẵn của hệ thống, không xóa được; muốn đổi cách đọc, "
                            "hãy thêm một mục riêng với cùng chữ viết")
         raise NotFound("lexicon entry", written)

@@ -30,7 +30,7 @@ from starlette.datastructures import FormData
 
 from radio.auth import Principal
 from radio.errors import Conflict, InvalidInput, NotFound, RadioError, ServiceUnavailable
-from radio.logbook.labels import BROADCAST_VI, DELIVERY_VI
+from radio.logbook.labels import BROADCAST_VI, BULLETIN_VI, DELIVERY_VI
 from radio.models import Role, utcnow
 from radio.schedule.loader import MAX_YEAR, MIN_YEAR
 from radio.web import security
@@ -51,7 +51,6 @@ RECORD = EDIT | APPROVE  # officers record and schedule; approvers air recording
 
 ROLE_VI = {Role.ADMIN: "Quản trị", Role.OFFICER: "Cán bộ văn hóa", Role.APPROVER: "Lãnh đạo duyệt tin",
            Role.AUDITOR: "Giám sát"}
-BULLETIN_VI = {"draft": "bản nháp", "submitted": "chờ phê duyệt", "approved": "đã phê duyệt"}
 PRIORITY_VI = {"normal": "thông thường", "priority": "ưu tiên", "emergency": "khẩn cấp"}
 KIND_VI = {"scheduled": "theo lịch", "emergency": "khẩn cấp", "manual": "phát ngay", "demo": "trình diễn"}
 OUTCOME_VI = {**BROADCAST_VI, "preempted": "bị ngắt bởi tin khẩn cấp"}
