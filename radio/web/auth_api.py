@@ -14,7 +14,6 @@ from radio.models import Role, User
 from radio.web.deps import SessionDep, SettingsDep
 from radio.web.security import (
     COOKIE,
-    CSRF_HEADER,
     LOGIN_CSRF_COOKIE,
     READ,
     Admin,
@@ -102,9 +101,9 @@ def login(body: LoginIn, request: Request, response: Response, session: SessionD
 
 
 @router.post("/logout", status_code=204)
-def logout(request: Request, settings: SettingsDep) -> Response:
+async def logout(request: Request, settings: SettingsDep) -> Response:
     """End the browser session; with a session cookie the session's CSRF token must come in ``X-CSRF-Token``."""
-    if not session_csrf_ok(request, settings, request.headers.get(CSRF_HEADER)):
+    if not await session_csrf_ok(request, settings):
         raise HTTPException(403, "thiếu hoặc sai mã CSRF (tải lại trang rồi thử lại)")
     response = Response(status_code=204)
     response.delete_cookie(COOKIE, path="/")

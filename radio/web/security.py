@@ -93,12 +93,10 @@ def login_csrf_token(request: Request, settings: Settings) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-def issue_login_csrf(response: Response, settings: Settings, token: str | None = None) -> str:
-    """Set the pre-session cookie (HttpOnly, SameSite=Lax, Secure over https); returns the token for the form."""
-    token = token or secrets.token_urlsafe(24)
+def issue_login_csrf(response: Response, settings: Settings, token: str) -> None:
+    """Set the pre-session cookie carrying ``token`` (HttpOnly, SameSite=Lax, Secure over https)."""
     response.set_cookie(LOGIN_CSRF_COOKIE, _login_serializer(settings).dumps(token), max_age=LOGIN_CSRF_HOURS * 3600,
                         httponly=True, samesite="lax", secure=cookie_secure(settings), path="/")
-    return token
 
 
 def login_csrf_ok(request: Request, settings: Settings, sent: str | None) -> bool:
@@ -125,13 +123,10 @@ def cross_site(request: Request, settings: Settings) -> bool:
     return urlsplit(origin).netloc.lower() not in ours
 
 
-def session_csrf_ok(request: Request, settings: Settings, sent: str | None) -> bool:
-    """For logout: no valid session (nothing to end) or the session's own token was sent."""
+async def session_csrf_ok(request: Request, settings: Settings) -> bool:
+    """For logout: no valid session (nothing to end) or the session's own token was sent (header or form)."""
     data = read_session(request, settings)
-    if data is None:
-        return True
-    expected = str(data.get("csrf", ""))
-    return bool(expected) and secrets.compare_digest(sent or "", expected)
+    return data is None or await _csrf_ok(request, str(data.get("csrf", "")))
 
 
 async def current_principal(request: Request, session: Annotated[Session, Depends(get_session)]) -> Principal | None:

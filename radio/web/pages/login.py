@@ -75,8 +75,8 @@ def login_submit(request: Request, form: Form, session: SessionDep, settings: Se
 
 
 @router.post("/logout")
-def logout(request: Request, form: Form, settings: SettingsDep) -> Response:
-    if not session_csrf_ok(request, settings, str(form.get("csrf_token", ""))):
+async def logout(request: Request, settings: SettingsDep) -> Response:
+    if not await session_csrf_ok(request, settings):
         return error_page(request, 403, "Phiên làm việc đã thay đổi. Hãy tải lại trang rồi thử lại.")
     response = redirect("/login", flash="Đã đăng xuất.")
     response.delete_cookie(COOKIE, path="/")
