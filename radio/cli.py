@@ -327,17 +327,6 @@ def _cli_period(args: argparse.Namespace, settings: Settings, required: bool = F
     return Period.parse(first, last, settings.tz)
 
 
-def _check_known(session, *, zone: str | None = None, segment: str | None = None) -> None:  # type: ignore[no-untyped-def]
-    """A filter naming a TDP or segment that does not exist is a typo, not "nothing aired there"."""
-    from radio.errors import NotFound
-    from radio.models import Segment, Zone
-
-    if zone is not None and session.get(Zone, zone) is None:
-        raise NotFound("zone", zone)
-    if segment is not None and session.get(Segment, segment) is None:
-        raise NotFound("segment", segment)
-
-
 def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -347,12 +336,13 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 def cmd_log(args: argparse.Namespace, settings: Settings) -> int:
     from radio.logbook import asrun
+    from radio.web.queries import check_known
 
     if args.page < 1 or not 1 <= args.limit <= asrun.MAX_LIMIT:
         raise ValueError(f"--page phải từ 1, --limit từ 1 đến {asrun.MAX_LIMIT}")
     tz = settings.tz
     with _factory(settings)() as session:
-        _check_known(session, zone=args.zone, segment=args.segment)
+        check_known(session, zone=args.zone, segment=args.segment)
         page = asrun.query(session, period=_cli_period(args, settings), zone=args.zone, segment=args.segment,
                            priority=args.priority, outcome=args.outcome, limit=args.limit,
                            offset=(args.page - 1) * args.limit)
@@ -442,10 +432,11 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from radio.logbook import asrun
+    from radio.web.queries import check_known
 
     period = _cli_period(args, settings, required=True)
     with _factory(settings)() as session:
-        _check_known(session, zone=args.zone, segment=args.segment)
+        check_known(session, zone=args.zone, segment=args.segment)
         result = asrun.reconcile(session, period, grace_s=settings.misfire_grace_s, zone=args.zone,
                                  segment=args.segment, priority=args.priority, outcome=args.outcome)
     if args.page < 1:

@@ -11,7 +11,18 @@ from sqlalchemy import ColumnElement, String, cast, select
 from sqlalchemy.orm import Session, selectinload
 
 from radio.errors import NotFound
-from radio.models import Broadcast, ItemKind, Node, NodeGroupMember, Slot, SlotGroupTarget, SlotItem, SlotTarget, Zone
+from radio.models import (
+    Broadcast,
+    ItemKind,
+    Node,
+    NodeGroupMember,
+    Segment,
+    Slot,
+    SlotGroupTarget,
+    SlotItem,
+    SlotTarget,
+    Zone,
+)
 from radio.schedule.recurrence import SlotRule, occurrences
 from radio.web.schemas import OccurrenceOut, SlotOut
 
@@ -63,6 +74,14 @@ def slots(session: Session) -> list[Slot]:
     ))
 
 
+def check_known(session: Session, *, zone: str | None = None, segment: str | None = None) -> None:
+    """A filter naming a TDP or segment that does not exist is a typo, not "nothing there": NotFound."""
+    if zone is not None and session.get(Zone, zone) is None:
+        raise NotFound("zone", zone)
+    if segment is not None and session.get(Segment, segment) is None:
+        raise NotFound("segment", segment)
+
+
 def upcoming(session: Session, tz: dt.tzinfo, start: dt.datetime, days: int,
              zone: str | None = None) -> list[OccurrenceOut]:
     """Occurrences of enabled slots in [start, start + days), optionally only those playing on one zone.
@@ -70,8 +89,7 @@ def upcoming(session: Session, tz: dt.tzinfo, start: dt.datetime, days: int,
     The slots are read as plain rows, not ORM objects, and each rule's expansion is memoised under the
     rule's stored text: an edited slot is a new key, so every change shows at once, in every process.
     """
-    if zone is not None and session.get(Zone, zone) is None:
-        raise NotFound("zone", zone)
+    check_known(session, zone=zone)
     end = start + dt.timedelta(days=days)
     first, last = start.astimezone(tz).date(), end.astimezone(tz).date()
     zones_of = _pairs(session, SlotTarget.__table__.c.slot_id, SlotTarget.__table__.c.zone_id)
