@@ -19,10 +19,11 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import errno
+import functools
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
@@ -1241,12 +1242,11 @@ def _write(
     for slot in programme.slots:
         row = session.get(Slot, slot.id)
         before = slot_out(row).model_dump(mode="json") if row is not None else None
-        if row is not None and _slot_changes(row, slot):
-            # As the slots API does before a change: past occurrences that left no row are stored as missed,
-            # as the slot is now, so reports of past periods do not change with the rule (docs/audit.md).
-            asrun.record_unaired(session, [slot.id], tz=settings.tz, grace_s=settings.misfire_grace_s)
         counts = Counts()
-        write_slot(session, slot, counts)
+        # As the slots API does before a change: past occurrences that left no row are stored as missed, as
+        # the slot is now, so reports of past periods do not change with the rule (docs/audit.md).
+        write_slot(session, slot, counts, before_change=functools.partial(
+            asrun.record_unaired, session, [slot.id], tz=settings.tz, grace_s=settings.misfire_grace_s))
         report.counts["slots"].add(counts)
         if counts.created or counts.updated:
             session.flush()
@@ -1389,14 +1389,6 @@ def _slot_items(playlist: list[_Item]) -> list[SlotItem]:
     ]
 
 
-def _slot_changes(row: Slot, spec: SlotSpec) -> bool:
-    """Whether writing ``spec`` would change the stored slot (what write_slot compares)."""
-    values, targets, groups, playlist = _slot_state(spec)
-    stored = [(i.kind, i.bulletin_id, i.asset_id, i.relay_url, i.relay_s) for i in row.items]
-    return (any(getattr(row, name) != value for name, value in values.items()) or stored != playlist
-            or {t.zone_id for t in row.targets} != targets or {t.group_id for t in row.group_targets} != groups)
-
-
 def _slot_state(spec: SlotSpec) -> tuple[dict[str, Any], set[str], set[str], list[_Item]]:
     values: dict[str, Any] = {
         "name": spec.name,
@@ -1417,7 +1409,9 @@ def _slot_state(spec: SlotSpec) -> tuple[dict[str, Any], set[str], set[str], lis
     return values, targets, set(spec.groups or ()), _playlist(spec)
 
 
-def write_slot(session: Session, spec: SlotSpec, counts: Counts) -> None:
+def write_slot(session: Session, spec: SlotSpec, counts: Counts,
+               before_change: Callable[[], object] | None = None) -> None:
+    """Create or update one slot; ``before_change`` runs first when a stored slot is about to change."""
     values, targets, groups, playlist = _slot_state(spec)
     row = session.get(Slot, spec.id)
     if row is None:
@@ -1431,26 +1425,28 @@ def write_slot(session: Session, spec: SlotSpec, counts: Counts) -> None:
         session.add(row)
         counts.created += 1
         return
-    before = Counts()
-    _upsert(session, Slot, spec.id, values, before)
+    changed = {name: value for name, value in values.items() if getattr(row, name) != value}
     stored = [(i.kind, i.bulletin_id, i.asset_id, i.relay_url, i.relay_s) for i in row.items]
-    playlist_changed = stored != playlist
-    if playlist_changed:
+    current = {target.zone_id for target in row.targets}
+    current_groups = {target.group_id for target in row.group_targets}
+    if not changed and stored == playlist and current == targets and current_groups == groups:
+        counts.unchanged += 1
+        return
+    if before_change is not None:
+        before_change()
+    for name, value in changed.items():
+        setattr(row, name, value)
+    if stored != playlist:
         row.items.clear()
         session.flush()  # the old (slot_id, position) keys must be gone before the new ones go in
         row.items.extend(_slot_items(playlist))
-    current = {target.zone_id for target in row.targets}
     if current != targets:
         row.targets[:] = [t for t in row.targets if t.zone_id in targets]
         row.targets.extend(SlotTarget(zone_id=zone) for zone in sorted(targets - current))
-    current_groups = {target.group_id for target in row.group_targets}
     if current_groups != groups:
         row.group_targets[:] = [t for t in row.group_targets if t.group_id in groups]
         row.group_targets.extend(SlotGroupTarget(group_id=group) for group in sorted(groups - current_groups))
-    if before.updated or playlist_changed or current != targets or current_groups != groups:
-        counts.updated += 1
-    else:
-        counts.unchanged += 1
+    counts.updated += 1
 
 
 # --------------------------------------------------------------------------- export

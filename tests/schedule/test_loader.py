@@ -615,7 +615,7 @@ def test_failure_while_writing_rolls_everything_back(
     load_programme(DEMO, factory)
     before = dump(factory)
 
-    def boom(*args: object) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(loader, "write_slot", boom)
