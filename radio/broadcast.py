@@ -43,6 +43,7 @@ from radio.models import (
     NodeGroupMember,
     Priority,
     Slot,
+    targets_snapshot,
     utcnow,
 )
 from radio.settings import Settings
@@ -93,12 +94,6 @@ class Plan:
             return self.segment_id
         return next((i.bulletin.segment_id for i in self.items if i.bulletin is not None and i.bulletin.segment_id),
                     None)
-
-    def stored_targets(self) -> dict[str, list[str]] | None:
-        """Whom a broadcast outside the schedule was for; a slot's are read with its segment (radio.models)."""
-        if self.slot_id:
-            return None
-        return {"zones": sorted(self.zone_ids), "groups": sorted(self.group_ids), "reach": sorted(self.zone_ids)}
 
     @classmethod
     def of_bulletins(cls, bulletins: Sequence[Bulletin], **kw: object) -> Plan:
@@ -212,7 +207,8 @@ class Broadcaster:
                 # What it is when it fires (segment, targets) is stored with it: reports never look at the slot again.
                 row = Broadcast(
                     occurrence_key=plan.occurrence_key, slot_id=plan.slot_id, segment_id=plan.stored_segment(),
-                    targets=plan.stored_targets(), kind=plan.kind, title=plan.title,
+                    targets=targets_snapshot(session.connection(), plan.zone_ids, plan.group_ids),
+                    kind=plan.kind, title=plan.title,
                     priority=plan.priority, scheduled_at=plan.scheduled_at, fired_at=utcnow(),
                     status=BroadcastStatus.PREPARING, external_id=plan.external_id,
                 )

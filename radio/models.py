@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import (
@@ -418,20 +419,25 @@ class NodeCredential(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+def targets_snapshot(conn: Connection, zone_ids: Iterable[str], group_ids: Iterable[str]) -> dict[str, Any]:
+    """Whom a broadcast is for, as stored on it: its zones, its groups, and every zone they reach."""
+    zones, groups = sorted(zone_ids), sorted(group_ids)
+    reach = set(zones)
+    if groups:
+        members, nodes = NodeGroupMember.__table__.c, Node.__table__.c
+        reach |= set(conn.scalars(select(nodes.zone_id).where(
+            nodes.id.in_(select(members.node_id).where(members.group_id.in_(groups))))))
+    return {"zones": zones, "groups": groups, "reach": sorted(reach)}
+
+
 def slot_snapshot(conn: Connection, slot_id: str) -> tuple[str | None, dict[str, Any] | None]:
     """(segment, targets) of a slot as stored now, read with Core on ``conn``; (None, None) if it is gone."""
-    slots, targets = Slot.__table__.c, SlotTarget.__table__.c
-    groups, members, nodes = SlotGroupTarget.__table__.c, NodeGroupMember.__table__.c, Node.__table__.c
+    slots, targets, groups = Slot.__table__.c, SlotTarget.__table__.c, SlotGroupTarget.__table__.c
     found = conn.execute(select(slots.segment_id).where(slots.id == slot_id)).first()
     if found is None:
         return None, None
-    zones = sorted(conn.scalars(select(targets.zone_id).where(targets.slot_id == slot_id)))
-    group_ids = sorted(conn.scalars(select(groups.group_id).where(groups.slot_id == slot_id)))
-    reach = set(zones)
-    if group_ids:
-        reach |= set(conn.scalars(select(nodes.zone_id).where(
-            nodes.id.in_(select(members.node_id).where(members.group_id.in_(group_ids))))))
-    return found[0], {"zones": zones, "groups": group_ids, "reach": sorted(reach)}
+    return found[0], targets_snapshot(conn, conn.scalars(select(targets.zone_id).where(targets.slot_id == slot_id)),
+                                      conn.scalars(select(groups.group_id).where(groups.slot_id == slot_id)))
 
 
 @event.listens_for(Broadcast, "before_insert")
